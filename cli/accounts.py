@@ -1,0 +1,7 @@
+"""``sysmail accounts``."""
+
+from __future__ import annotations
+
+import click
+
+COMMANDS: list[click.Command] = []

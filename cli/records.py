@@ -1,0 +1,7 @@
+"""``sysmail records``."""
+
+from __future__ import annotations
+
+import click
+
+COMMANDS: list[click.Command] = []

@@ -1,0 +1,7 @@
+"""``sysmail runtime``."""
+
+from __future__ import annotations
+
+import click
+
+COMMANDS: list[click.Command] = []

@@ -1,0 +1,1 @@
+"""Process settings: where the database, broker and Redis are, and the keys."""

@@ -1,0 +1,48 @@
+"""Process settings, read from the environment and a git-ignored ``.env``.
+
+Only what a process needs before it can reach PostgreSQL lives here; every
+account, preference and template is configuration in the database.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SYSMAIL_", env_file=".env", extra="ignore"
+    )
+
+    database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/sysmail"
+    broker_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    # No default: a key is generated into the git-ignored .env by `make run`.
+    secret_key: SecretStr | None = None
+
+    admin_user: str = "admin"
+    admin_password: SecretStr | None = None
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 8025
+
+    log_level: str = "INFO"
+    # Seconds between two passes of the scheduler.
+    scheduler_tick: float = 2.0
+    # Threads per worker process.
+    worker_threads: int = 8
+    # An email still in_process this long after its claim is taken back.
+    claim_timeout: int = 600
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings, so the next call reads the environment."""
+    get_settings.cache_clear()

@@ -1,0 +1,1 @@
+"""The domain: models, message types, mail handling, configuration files."""

@@ -1,0 +1,67 @@
+"""Engine and sessions for PostgreSQL, built on first use, never at import."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from config.settings import get_settings
+
+_engines: dict[str, Engine] = {}
+_factories: dict[str, sessionmaker[Session]] = {}
+
+
+def get_engine() -> Engine:
+    url = get_settings().database_url
+    if url not in _engines:
+        _engines[url] = create_engine(
+            url, pool_pre_ping=True, pool_size=10, max_overflow=10
+        )
+    return _engines[url]
+
+
+def reset_engines() -> None:
+    """Close every pooled connection; the next use connects anew."""
+    for engine in _engines.values():
+        engine.dispose()
+    _engines.clear()
+    _factories.clear()
+
+
+@contextmanager
+def session_scope() -> Iterator[Session]:
+    """A unit of work: commits when the block ends, rolls back when it raises."""
+    url = get_settings().database_url
+    if url not in _factories:
+        _factories[url] = sessionmaker(get_engine(), expire_on_commit=False)
+    session = _factories[url]()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def create_database_if_missing(url: str) -> bool:
+    """Create the database a URL names, when the server lacks it."""
+    target = make_url(url)
+    name = target.database
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            exists = conn.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+            ).scalar()
+            if exists:
+                return False
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+            return True
+    finally:
+        admin.dispose()
