@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     admin_host: str = "127.0.0.1"
     admin_port: int = 8025
 
+    # Extra certificate authorities to trust for mail servers (PEM file).
+    ca_file: str | None = None
+
     log_level: str = "INFO"
     # Seconds between two passes of the scheduler.
     scheduler_tick: float = 2.0

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import dramatiq
 import dramatiq.broker
@@ -22,6 +24,8 @@ from shared.messages import (
 )
 
 log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Message)
 
 
 @dataclass(frozen=True)
@@ -70,3 +74,39 @@ def publish(message: Message, *, delay_ms: int | None = None) -> None:
         options={},
     )
     get_broker().enqueue(envelope, delay=delay_ms)
+
+
+def stage_actor(name: str, **options: Any) -> Callable[[Callable[[M], None]], Any]:
+    """Declare the actor of a stage: it decodes the message and logs one line.
+
+    The function receives the stage's typed message; what it raises goes to
+    dramatiq's retries and, when they run out, to the queue's dead letters.
+    """
+    stage = STAGES[name]
+
+    def decorate(handle: Callable[[M], None]) -> Any:
+        def run(payload: dict[str, Any]) -> None:
+            message = stage.accepts.model_validate(payload)
+            started = time.perf_counter()
+            try:
+                handle(message)  # type: ignore[arg-type]
+            except Exception:
+                log.warning("%s %s failed", name, message, exc_info=True)
+                raise
+            log.info(
+                "%s %s done in %.0f ms",
+                name,
+                message,
+                (time.perf_counter() - started) * 1000,
+            )
+
+        run.__name__ = name
+        declare = dramatiq.actor(
+            actor_name=stage.name,
+            queue_name=stage.queue,
+            broker=get_broker(),
+            **options,
+        )
+        return declare(run)
+
+    return decorate

@@ -17,6 +17,8 @@ from shared import db as shared_db
 from shared import migrate
 from shared.models import Base
 
+pytest_plugins = ["tests.fixtures.mailservers"]
+
 RUN = f"{os.getpid()}"
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
 
