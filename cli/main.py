@@ -6,6 +6,8 @@ import sys
 from typing import Any
 
 import click
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from cli import (
     accounts,
@@ -19,6 +21,7 @@ from cli import (
     sending,
     templates,
 )
+from config.settings import get_settings
 from shared.errors import SysmailError
 
 
@@ -30,6 +33,15 @@ class Sysmail(click.Group):
             return super().invoke(ctx)
         except SysmailError as exc:
             click.echo(f"sysmail: error: {exc}", err=True)
+            sys.exit(1)
+        except OperationalError as exc:
+            url = make_url(get_settings().database_url)
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else ""
+            click.echo(
+                f"sysmail: error: cannot use PostgreSQL at {url.host}:{url.port}"
+                f"/{url.database}: {reason} (is it running? `make up` starts it)",
+                err=True,
+            )
             sys.exit(1)
 
 
@@ -56,3 +68,7 @@ for module in (
 
 def main() -> None:
     cli(prog_name="sysmail")
+
+
+if __name__ == "__main__":
+    main()

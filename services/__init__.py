@@ -1,0 +1,1 @@
+"""Long-running processes that are not actors: scheduler, admin, runners."""

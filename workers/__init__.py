@@ -1,0 +1,1 @@
+"""One module per stage; each declares the stage's actor on import."""
