@@ -1,0 +1,1 @@
+"""Talking to mail servers: connections, logged in, with TLS per account."""
