@@ -1,0 +1,179 @@
+"""Sending over SMTP: pooled connections per account, and one transaction.
+
+A sender worker's threads share one pool. A thread takes a connection for
+one email and gives it back; an idle one is checked with RSET before reuse
+(and replaced when the server dropped it), and one that has carried the
+account's ``batch_size`` emails is closed. Pool keys include a fingerprint
+of the account's server settings, so a changed account never reuses an old
+connection or login.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import smtplib
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from shared.errors import DeliveryError, PermanentFailure, TemporaryFailure
+from shared.mail.connect import open_smtp, outgoing_server
+from shared.models import Account
+
+log = logging.getLogger(__name__)
+
+# Idle connections older than this are closed, not reused: servers drop
+# idle clients, typically after one to five minutes.
+IDLE_SECONDS = 30.0
+_ACCEPTED = 250
+_RCPT_OK = (250, 251)
+
+
+@dataclass
+class Connection:
+    client: smtplib.SMTP
+    server: str
+    sent: int = 0
+    idle_since: float = 0.0
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The server's reply to the end of DATA, and recipients it refused."""
+
+    code: int
+    reply: str
+    refused: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+
+class ConnectionPool:
+    """Open SMTP connections per account, shared by a worker's threads."""
+
+    def __init__(self) -> None:
+        self._idle: dict[tuple[str, str], list[Connection]] = {}
+        self._lock = threading.Lock()
+
+    def take(
+        self, account: Account, email_id: int
+    ) -> tuple[Connection, None] | tuple[None, DeliveryError]:
+        """A live connection, or the failure that kept one from opening."""
+        key = _key(account)
+        while True:
+            with self._lock:
+                idle = self._idle.get(key)
+                connection = idle.pop() if idle else None
+            if connection is None:
+                break
+            if time.monotonic() - connection.idle_since > IDLE_SECONDS:
+                _close(connection)
+                continue
+            try:
+                connection.client.rset()
+            except (smtplib.SMTPException, OSError):
+                # Dropped while idle: open a fresh one instead.
+                _close(connection)
+                continue
+            return connection, None
+
+        log.debug("email=%s account=%s opening SMTP connection", email_id, account.id)
+        try:
+            host, port = outgoing_server(account)
+            return Connection(client=open_smtp(account), server=f"{host}:{port}"), None
+        except DeliveryError as exc:
+            return None, exc
+
+    def give_back(self, account: Account, connection: Connection) -> None:
+        if account.batch_size and connection.sent >= account.batch_size:
+            _close(connection)
+            return
+        connection.idle_since = time.monotonic()
+        with self._lock:
+            self._idle.setdefault(_key(account), []).append(connection)
+
+    def discard(self, connection: Connection) -> None:
+        _close(connection)
+
+    def close_all(self) -> None:
+        with self._lock:
+            idle = [c for conns in self._idle.values() for c in conns]
+            self._idle.clear()
+        for connection in idle:
+            _close(connection)
+
+
+POOL = ConnectionPool()
+
+
+def transmit(
+    connection: Connection, sender: str, recipients: Sequence[str], raw: bytes
+) -> Accepted:
+    """MAIL, RCPT, DATA; keeps the final reply, which sendmail() drops.
+
+    Raises TemporaryFailure (4xx, connection lost) or PermanentFailure (5xx).
+    """
+    client, server = connection.client, connection.server
+    try:
+        code, reply = client.mail(sender)
+        if code != _ACCEPTED:
+            raise smtplib.SMTPSenderRefused(code, reply, sender)
+        refused: dict[str, tuple[int, str]] = {}
+        for recipient in recipients:
+            code, reply = client.rcpt(recipient)
+            if code not in _RCPT_OK:
+                refused[recipient] = (code, _text(reply))
+        if len(refused) == len(recipients):
+            worst = max(c for c, _ in refused.values())
+            text = "; ".join(f"{a}: {c} {r}" for a, (c, r) in refused.items())
+            client.rset()
+            raise _failure("RCPT", server, worst, text)
+        code, reply = client.data(raw)
+        if code != _ACCEPTED:
+            raise smtplib.SMTPDataError(code, reply)
+    except smtplib.SMTPResponseException as exc:
+        raise _failure(
+            "MAIL/DATA", server, exc.smtp_code, _text(exc.smtp_error)
+        ) from exc
+    except (smtplib.SMTPServerDisconnected, OSError) as exc:
+        raise TemporaryFailure(f"send: {server}: connection lost: {exc}") from exc
+    except smtplib.SMTPException as exc:
+        raise PermanentFailure(f"send: {server}: {exc}") from exc
+    connection.sent += 1
+    return Accepted(code=code, reply=_text(reply), refused=refused)
+
+
+def _failure(step: str, server: str, code: int, text: str) -> DeliveryError:
+    message = f"{step}: {server}: {code} {text}"
+    if 400 <= code < 500:
+        return TemporaryFailure(message, code=code, reply=text)
+    return PermanentFailure(message, code=code, reply=text)
+
+
+def _text(reply: bytes | str) -> str:
+    if isinstance(reply, bytes):
+        return reply.decode("utf-8", "replace")
+    return reply
+
+
+def _close(connection: Connection) -> None:
+    try:
+        connection.client.quit()
+    except (smtplib.SMTPException, OSError):
+        connection.client.close()
+
+
+def _key(account: Account) -> tuple[str, str]:
+    parts = (
+        account.outgoing_host,
+        account.outgoing_port,
+        account.outgoing_encryption,
+        account.outgoing_verify_tls,
+        account.outgoing_auth,
+        account.outgoing_username,
+        account.outgoing_password,
+        account.incoming_username,
+        account.incoming_password,
+        account.timeout,
+    )
+    return account.id, hashlib.sha256(repr(parts).encode()).hexdigest()
