@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     admin_host: str = "127.0.0.1"
     admin_port: int = 8025
 
+    # Where one-click unsubscribe links of mass email point (an https URL of
+    # the admin service); without it they carry only the mailto: address.
+    unsubscribe_url: str | None = None
+
     # Extra certificate authorities to trust for mail servers (PEM file).
     ca_file: str | None = None
 

@@ -1,0 +1,229 @@
+"""Queuing a campaign: one rendered email per recipient, in bulk inserts.
+
+Every email gets what ``outbox.queue_email`` would give it (Message-ID,
+system tag, first status change) but rows go in by the hundred: one ORM
+flush per email would make a large campaign take minutes. Ids are taken
+from the sequence first, since the subject's tag needs them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import make_msgid
+from typing import Any
+
+from sqlalchemy import insert, select, text
+from sqlalchemy.orm import Session
+
+from shared import outbox
+from shared.campaigns.audience import audience_of, select_recipients
+from shared.campaigns.common import SKIP_REASONS, CampaignError, chunks
+from shared.campaigns.unsubscribe import bulk_headers
+from shared.errors import NotFound, SysmailError
+from shared.mail.compose import guess_type
+from shared.models import (
+    Account,
+    Attachment,
+    Campaign,
+    Contact,
+    Email,
+    EmailStatusChange,
+    Preferences,
+    Template,
+    utcnow,
+)
+from shared.templating import render
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Queued:
+    """What ``send_campaign`` stored."""
+
+    email_ids: list[int] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+    scheduled_at: datetime | None = None
+
+
+def send_campaign(
+    session: Session,
+    campaign_id: str,
+    *,
+    at: datetime | None = None,
+    attachments: Sequence[tuple[str, str, bytes]] = (),
+    progress: Callable[[int, int], None] | None = None,
+) -> Queued:
+    """Queue one email per recipient; the caller commits, then releases.
+
+    The campaign row is locked for the whole transaction, so a second send,
+    even a concurrent one, finds it queued and stores nothing. An
+    attachment the account may not send stops the whole campaign rather
+    than being dropped from thousands of emails. ``progress`` is called
+    after each chunk with the recipients stored so far and their total.
+    """
+    campaign = session.scalars(
+        select(Campaign).where(Campaign.id == campaign_id).with_for_update()
+    ).one_or_none()
+    if campaign is None:
+        raise NotFound(f"campaign {campaign_id} does not exist")
+    if campaign.status != "draft":
+        raise CampaignError(
+            f"campaign {campaign_id} was already sent (status {campaign.status})"
+        )
+    account = session.get(Account, campaign.account_id)
+    template = session.get(Template, campaign.template_id)
+    if account is None or template is None:
+        raise CampaignError(f"campaign {campaign_id}: account or template is gone")
+    if not account.active:
+        raise CampaignError(f"account {account.id} is inactive")
+    if not account.outgoing_host:
+        raise CampaignError(f"account {account.id} has no outgoing server")
+    for filename, _, data in attachments:
+        refusal = outbox.attachment_refusal(account, filename, len(data))
+        if refusal:
+            raise CampaignError(f"campaign {campaign_id}: {refusal}")
+
+    contacts, no_address = audience_of(session, campaign)
+    recipients, skipped = select_recipients(contacts)
+    skipped["no_address"] += no_address
+    queued = Queued(skipped={r: skipped[r] for r in SKIP_REASONS}, scheduled_at=at)
+    batch = _Batch(campaign, account, template, outbox.preferences(session), at)
+
+    for chunk in chunks(recipients):
+        ids = _reserve_ids(session, len(chunk))
+        session.execute(
+            insert(Email),
+            [batch.email(i, c) for i, c in zip(ids, chunk, strict=True)],
+        )
+        session.execute(insert(EmailStatusChange), [batch.queued(i) for i in ids])
+        if attachments:
+            session.execute(
+                insert(Attachment),
+                [_attachment(i, *a) for i in ids for a in attachments],
+            )
+        queued.email_ids.extend(ids)
+        if progress is not None:
+            progress(len(queued.email_ids), len(recipients))
+
+    campaign.status = "queued"
+    campaign.skipped = queued.skipped
+    campaign.scheduled_at = at
+    session.flush()
+    log.info(
+        "campaign=%s account=%s queued %d emails, skipped %s",
+        campaign.id,
+        account.id,
+        len(queued.email_ids),
+        queued.skipped,
+    )
+    return queued
+
+
+def _reserve_ids(session: Session, count: int) -> list[int]:
+    return list(
+        session.execute(
+            text(
+                "SELECT nextval(pg_get_serial_sequence('emails', 'id')) "
+                "FROM generate_series(1, :n)"
+            ),
+            {"n": count},
+        ).scalars()
+    )
+
+
+def recipient_context(campaign: Campaign, contact: Contact) -> dict[str, Any]:
+    """What a campaign template sees: the contact and the campaign, as data.
+
+    A contact's fields are there both as ``contact.city`` and as
+    ``contact.fields.city``; name and email win over a field so named.
+    """
+    fields = dict(contact.fields or {})
+    return {
+        "contact": {
+            **fields,
+            "id": contact.id,
+            "name": contact.name,
+            "email": contact.email,
+            "fields": fields,
+        },
+        "campaign": {"id": campaign.id},
+    }
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """Builds the rows of one campaign's emails."""
+
+    campaign: Campaign
+    account: Account
+    template: Template
+    preferences: Preferences
+    at: datetime | None
+
+    def email(self, email_id: int, contact: Contact) -> dict[str, Any]:
+        context = recipient_context(self.campaign, contact)
+        try:
+            rendered = render(self.template, context)
+        except SysmailError as exc:
+            raise CampaignError(
+                f"campaign {self.campaign.id}: contact {contact.id}: {exc}"
+            ) from exc
+        address = (contact.email or "").strip()
+        tag = outbox.system_tag(email_id, self.preferences)
+        from_address, from_name = outbox.sender_of(self.account, None)
+        return {
+            "id": email_id,
+            "account_id": self.account.id,
+            "direction": "out",
+            "kind": "campaign",
+            "status": "pending_processing",
+            "archived": False,
+            "attempts": 0,
+            "message_id": make_msgid(domain=_domain(self.account.address)),
+            "subject": f"{rendered.subject} {tag}".strip(),
+            "from_address": from_address,
+            "from_name": from_name,
+            "to_address": address,
+            "to_addresses": [address],
+            "cc_addresses": [],
+            "reply_to": self.account.reply_address,
+            "body_text": rendered.text,
+            "body_html": rendered.html,
+            "scheduled_at": self.at,
+            "campaign_id": self.campaign.id,
+            "contact_id": contact.id,
+            "headers": bulk_headers(self.account, self.campaign.id, contact.id),
+            "context": context,
+        }
+
+    def queued(self, email_id: int) -> dict[str, Any]:
+        reason = f"queued by campaign {self.campaign.id}"
+        if self.at is not None:
+            reason += f" for {self.at.isoformat(timespec='seconds')}"
+        return {
+            "email_id": email_id,
+            "at": utcnow(),
+            "from_status": None,
+            "to_status": "pending_processing",
+            "reason": reason,
+        }
+
+
+def _attachment(
+    email_id: int, filename: str, content_type: str, data: bytes
+) -> dict[str, Any]:
+    return {
+        "email_id": email_id,
+        "filename": filename,
+        "content_type": content_type or guess_type(filename),
+        "size": len(data),
+        "data": data,
+    }
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2] or "localhost"
