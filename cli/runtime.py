@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 
 import click
@@ -36,7 +37,7 @@ def worker(stages: tuple[str, ...], threads: int | None) -> None:
     from services.worker import run_workers
 
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, "worker:" + ",".join(stages))
     run_workers(
         list(dict.fromkeys(stages)),
         threads or settings.worker_threads,
@@ -50,7 +51,7 @@ def scheduler() -> None:
     from services.scheduler import run_forever
 
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, "scheduler")
     run_forever(settings.scheduler_tick, _stop_on_signals())
 
 
@@ -62,7 +63,7 @@ def admin() -> None:
     from services.admin import create_app
 
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, "admin")
     uvicorn.run(
         create_app(),
         host=settings.admin_host,
@@ -76,8 +77,25 @@ def run() -> None:
     """Run scheduler, all six stages and admin in the foreground."""
     from services.supervisor import supervise
 
-    configure_logging(get_settings().log_level)
+    configure_logging(get_settings().log_level, "run")
     sys.exit(supervise(_stop_on_signals()))
+
+
+@click.command("demo")
+@click.option(
+    "--run-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".run/demo"),
+    show_default=True,
+    help="Where the demo mail servers keep their files.",
+)
+def demo(run_dir: Path) -> None:
+    """Start a demo: local IMAP and SMTP servers, a demo account with sample
+    emails, and the whole system processing them."""
+    from services.demo import run_demo
+
+    configure_logging(get_settings().log_level, "demo")
+    sys.exit(run_demo(run_dir.resolve(), _stop_on_signals()))
 
 
 @click.command("doctor")
@@ -99,4 +117,4 @@ def doctor() -> None:
         sys.exit(1)
 
 
-COMMANDS: list[click.Command] = [worker, scheduler, admin, run, doctor]
+COMMANDS: list[click.Command] = [worker, scheduler, admin, run, demo, doctor]

@@ -7,10 +7,12 @@ import logging
 QUIET = ("pika", "dramatiq.broker", "uvicorn.access", "mail.log")
 
 
-def configure_logging(level: str = "INFO") -> None:
+def configure_logging(level: str = "INFO", process: str = "sysmail") -> None:
+    """Log lines name the process (``worker:sender``), since `sysmail run`
+    interleaves the output of all of them."""
     logging.basicConfig(
         level=level.upper(),
-        format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s {process} %(name)s: %(message)s",
     )
     for name in QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,4 +1,5 @@
-"""The scheduler: polls mailboxes, releases due mail, starts the archive.
+"""The scheduler: polls mailboxes, releases due mail, starts the archive, and
+hands on emails whose queue message was lost.
 
 Every decision to publish is taken by an atomic UPDATE ... RETURNING in
 PostgreSQL, so two schedulers running at once release nothing twice.
@@ -16,6 +17,7 @@ from sqlalchemy import text
 from shared import outbox
 from shared.bus import publish
 from shared.db import session_scope
+from shared.inbound.sweep import announce_stalled
 from shared.messages import ArchiveEmails, FetchMailbox
 from shared.models import utcnow
 from shared.preferences import get_preferences
@@ -65,6 +67,7 @@ class Tick:
     polled: list[str] = field(default_factory=list)
     released: int = 0
     recovered: int = 0
+    announced: int = 0
     archive_started: bool = False
 
 
@@ -93,6 +96,7 @@ def tick(now: datetime | None = None) -> Tick:
         publish(ArchiveEmails())
     done.recovered = outbox.recover_stale_claims()
     done.released = outbox.release_due()
+    done.announced = announce_stalled()
     return done
 
 
@@ -112,12 +116,13 @@ def run_forever(interval: float, stop: threading.Event) -> None:
             if failing:
                 log.info("scheduler pass succeeded again")
             failing = False
-            if done.polled or done.released or done.recovered:
+            if done.polled or done.released or done.recovered or done.announced:
                 log.info(
-                    "polled %s, released %d, recovered %d",
+                    "polled %s, released %d, recovered %d, announced %d",
                     ",".join(done.polled) or "-",
                     done.released,
                     done.recovered,
+                    done.announced,
                 )
         stop.wait(interval)
     log.info("scheduler stopped")

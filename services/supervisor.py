@@ -31,18 +31,20 @@ def supervise(stop: threading.Event, extra_env: dict[str, str] | None = None) ->
     Returns 0 after a requested stop, 1 when a process ended by itself.
     """
     env = {**os.environ, **(extra_env or {})}
-    children = [subprocess.Popen(cmd, env=env) for cmd in commands()]
+    started = [(cmd, subprocess.Popen(cmd, env=env)) for cmd in commands()]
+    children = [child for _, child in started]
     log.info("started %d processes", len(children))
 
     failed = None
     while not stop.is_set() and failed is None:
-        failed = next((c for c in children if c.poll() is not None), None)
+        failed = next((s for s in started if s[1].poll() is not None), None)
         stop.wait(0.5)
     if failed is not None:
+        command, child = failed
         log.error(
             "%s exited with code %s; stopping the others",
-            " ".join(failed.args[2:]),
-            failed.returncode,
+            " ".join(command[3:]),
+            child.returncode,
         )
 
     for child in children:
