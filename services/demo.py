@@ -106,7 +106,10 @@ def _announce(smtp: SmtpServer, stop: threading.Event) -> None:
         messages = smtp.messages
         for _, rcpts, data in messages[seen:]:
             parsed = email.message_from_bytes(data, policy=email.policy.default)
-            print(f"demo mail server got: to {', '.join(rcpts)}: {parsed['Subject']}")
+            print(
+                f"demo mail server got: to {', '.join(rcpts)}: {parsed['Subject']}",
+                flush=True,
+            )
         seen = len(messages)
 
 
@@ -135,7 +138,8 @@ def run_demo(run_dir: Path, stop: threading.Event) -> int:
             f"demo: IMAP 127.0.0.1:{dovecot.imaps_port}, SMTP 127.0.0.1:{smtp.port};"
             f" {len(SAMPLES)} sample emails in {LOGIN}. Watch with"
             " `sysmail cases list`, `sysmail leads list`, `sysmail emails list`."
-            " Ctrl-C stops."
+            " Ctrl-C stops.",
+            flush=True,
         )
         announcer = threading.Thread(target=_announce, args=(smtp, stop), daemon=True)
         announcer.start()

@@ -1,0 +1,60 @@
+"""`sysmail demo` shows a newcomer cases created and replies sent within a
+minute, then stops cleanly on Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from sqlalchemy import select
+
+from shared.db import session_scope
+from shared.models import Case, Email, Lead
+from tests.e2e.conftest import ROOT, wait_until
+
+
+def test_demo_creates_cases_and_sends_replies_within_a_minute(
+    system_env: dict[str, str], tmp_path: Path
+) -> None:
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "demo", "--run-dir", str(tmp_path / "demo")],
+        cwd=ROOT,
+        env=system_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(
+        target=lambda: lines.extend(iter(demo.stdout.readline, "")),  # type: ignore[union-attr]
+        daemon=True,
+    )
+    reader.start()
+    try:
+        got = wait_until(
+            lambda: (
+                [x for x in lines if x.startswith("demo mail server got")]
+                if sum(x.startswith("demo mail server got") for x in lines) >= 3
+                else None
+            ),
+            timeout=60,
+        )
+    finally:
+        demo.send_signal(signal.SIGINT)
+        code = demo.wait(60)
+
+    assert code == 0
+    assert any("to carol@acme.test: We received your message" in x for x in got)
+    assert any("to nina@prospect.test: We received your message" in x for x in got)
+    with session_scope() as session:
+        subjects = set(session.scalars(select(Case.subject)))
+        leads = set(session.scalars(select(Lead.email)))
+        out_of_office = session.scalars(
+            select(Email).where(Email.subject == "Out of office")
+        ).one()
+    assert {"Question about invoice 2041", "Interested in your product"} <= subjects
+    assert "nina@prospect.test" in leads
+    assert out_of_office.is_automatic and out_of_office.case_id is None
