@@ -19,6 +19,7 @@ from shared.configfiles import (
     parse_text,
 )
 from shared.db import session_scope
+from shared.models import Account
 
 log = logging.getLogger(__name__)
 
@@ -145,5 +146,14 @@ def run_demo(run_dir: Path, stop: threading.Event) -> int:
         announcer.start()
         return supervise(stop, {"SYSMAIL_CA_FILE": str(certificates.ca_file)})
     finally:
+        _deactivate()
         smtp.stop()
         dovecot.stop()
+
+
+def _deactivate() -> None:
+    """The demo's servers end with it; so does polling its account."""
+    with session_scope() as session:
+        account = session.get(Account, "demo")
+        if account is not None:
+            account.active = False

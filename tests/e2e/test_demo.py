@@ -12,19 +12,21 @@ from pathlib import Path
 from sqlalchemy import select
 
 from shared.db import session_scope
-from shared.models import Case, Email, Lead
+from shared.models import Account, Case, Email, Lead
 from tests.e2e.conftest import ROOT, wait_until
 
 
 def test_demo_creates_cases_and_sends_replies_within_a_minute(
     system_env: dict[str, str], tmp_path: Path
 ) -> None:
+    log = (tmp_path / "demo.log").open("w")
+    log = (tmp_path / "demo.log").open("w")
     demo = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "demo", "--run-dir", str(tmp_path / "demo")],
         cwd=ROOT,
         env=system_env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=log,
         text=True,
     )
     lines: list[str] = []
@@ -33,18 +35,21 @@ def test_demo_creates_cases_and_sends_replies_within_a_minute(
         daemon=True,
     )
     reader.start()
+
+    def replies() -> list[str]:
+        got = [x for x in lines if x.startswith("demo mail server got")]
+        return got if len(got) >= 3 else []
+
     try:
-        got = wait_until(
-            lambda: (
-                [x for x in lines if x.startswith("demo mail server got")]
-                if sum(x.startswith("demo mail server got") for x in lines) >= 3
-                else None
-            ),
-            timeout=60,
-        )
+        got = wait_until(replies, timeout=60)
+    except AssertionError as exc:
+        log.flush()
+        tail = (tmp_path / "demo.log").read_text()[-3000:]
+        raise AssertionError(f"demo printed {lines}; its log ends:\n{tail}") from exc
     finally:
         demo.send_signal(signal.SIGINT)
         code = demo.wait(60)
+        log.close()
 
     assert code == 0
     assert any("to carol@acme.test: We received your message" in x for x in got)
@@ -52,9 +57,11 @@ def test_demo_creates_cases_and_sends_replies_within_a_minute(
     with session_scope() as session:
         subjects = set(session.scalars(select(Case.subject)))
         leads = set(session.scalars(select(Lead.email)))
+        demo_account = session.get(Account, "demo")
         out_of_office = session.scalars(
             select(Email).where(Email.subject == "Out of office")
         ).one()
     assert {"Question about invoice 2041", "Interested in your product"} <= subjects
     assert "nina@prospect.test" in leads
+    assert demo_account is not None and not demo_account.active
     assert out_of_office.is_automatic and out_of_office.case_id is None
