@@ -247,6 +247,12 @@ def _wait_for_consumers(broker_url: str, expected: int, timeout: float = 60) -> 
         connection.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_memory_kib(pid: int) -> int:
     """Peak resident memory of a process (VmHWM), in KiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -259,7 +265,8 @@ def peak_memory_kib(pid: int) -> int:
 class SysmailRun:
     seconds: float
     queue_seconds: float
-    release_seconds: float
+    send_seconds: float
+    cpu_seconds: float
     peak_kib: list[int]
 
 
@@ -275,32 +282,53 @@ def run_sysmail(
 
     with sender_workers(env, processes, threads) as workers:
         started = time.perf_counter()
+        cpu_before = sum(cpu_seconds(w.pid) for w in workers)
         with session_scope() as session:
-            queued = send_campaign(session, "bench")
+            # As ``sysmail campaigns send`` does: each chunk released once
+            # committed, so sending overlaps queuing.
+            send_campaign(session, "bench", release=release)
         queued_at = time.perf_counter()
-        release(queued.email_ids)
-        released_at = time.perf_counter()
 
-        done = text(
-            "SELECT count(*) FILTER (WHERE status = 'processed'), "
-            "count(*) FILTER (WHERE status = 'failed') "
-            "FROM emails WHERE campaign_id = 'bench'"
+        # A light probe: the counting query it replaced cost PostgreSQL
+        # 6.5 ms of CPU per poll, some 13% of a core taken from the run it
+        # measures. Queuing is over here, so every email exists already.
+        waiting = text(
+            "SELECT EXISTS (SELECT 1 FROM emails WHERE campaign_id = 'bench' "
+            "AND status <> 'processed'), "
+            "EXISTS (SELECT 1 FROM emails WHERE campaign_id = 'bench' "
+            "AND status = 'failed')"
         )
         with get_engine().connect() as conn:
             while True:
-                processed, failed = conn.execute(done).one()
+                unfinished, failed = conn.execute(waiting).one()
                 conn.rollback()
                 if failed:
-                    raise RuntimeError(f"{failed} emails failed; see the worker logs")
-                if processed >= recipients:
+                    raise RuntimeError("emails failed; see the worker logs")
+                if not unfinished:
                     break
                 time.sleep(0.05)
         finished = time.perf_counter()
+        with get_engine().connect() as conn:
+            processed = conn.execute(
+                text(
+                    "SELECT count(*) FROM emails "
+                    "WHERE campaign_id = 'bench' AND status = 'processed'"
+                )
+            ).scalar_one()
+        if processed != recipients:
+            raise RuntimeError(f"{processed} of {recipients} emails processed")
         peaks = [peak_memory_kib(w.pid) for w in workers]
+        cpu = sum(cpu_seconds(w.pid) for w in workers) - cpu_before
+        with get_engine().connect() as conn:
+            first, last = conn.execute(
+                text(
+                    "SELECT min(processed_at), max(processed_at) FROM emails "
+                    "WHERE campaign_id = 'bench'"
+                )
+            ).one()
 
-    return SysmailRun(
-        finished - started, queued_at - started, released_at - queued_at, peaks
-    )
+    sending = (last - first).total_seconds()
+    return SysmailRun(finished - started, queued_at - started, sending, cpu, peaks)
 
 
 # -- the plain loop --------------------------------------------------------------
@@ -411,9 +439,21 @@ def main() -> None:
             "sysmail, end to end",
             f"{sysmail.seconds:.2f} s, {sysmail_rate:.0f} msg/s",
         ),
-        ("  queuing the campaign", f"{sysmail.queue_seconds:.2f} s"),
-        ("  publishing (overlaps)", f"{sysmail.release_seconds:.2f} s"),
+        (
+            "  queuing and releasing",
+            f"{sysmail.queue_seconds:.2f} s (sending overlaps it)",
+        ),
+        (
+            "  first to last processed",
+            f"{sysmail.send_seconds:.2f} s, "
+            f"{n / max(sysmail.send_seconds, 1e-9):.0f} msg/s",
+        ),
         ("  sender workers", f"{args.processes} processes x {args.threads} threads"),
+        (
+            "  sender CPU, on the clock",
+            f"{sysmail.cpu_seconds:.2f} s, "
+            f"{sysmail.cpu_seconds / n * 1e6:.0f} us per email",
+        ),
         ("ratio sysmail / plain", f"{sysmail_rate / plain_rate:.2f}"),
         ("sender peak memory", f"{peaks} MiB (VmHWM of each process)"),
     ):

@@ -122,11 +122,16 @@ def send(campaign_id: str, at_text: str | None, attach: tuple[Path, ...]) -> Non
 
         with session_scope() as session:
             queued = domain.send_campaign(
-                session, campaign_id, at=at, attachments=attachments, progress=progress
+                session,
+                campaign_id,
+                at=at,
+                attachments=attachments,
+                progress=progress,
+                # Chunk by chunk, so sending starts while the rest is stored.
+                # Only what is due goes out; the scheduler releases the rest.
+                release=release,
             )
 
-    # Only what is due goes to the sender; the scheduler releases the rest.
-    release(queued.email_ids)
     skipped = ", ".join(f"{k} {v}" for k, v in queued.skipped.items() if v)
     when = f"at {at.isoformat()}" if at and at > utcnow() else "now"
     click.echo(

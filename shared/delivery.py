@@ -1,15 +1,19 @@
-"""Delivering one outgoing email over SMTP, exactly once if at all possible.
+"""Delivering outgoing email over SMTP, exactly once if at all possible.
 
-Each delivery is claim, send, record:
+A SendEmail carries a chunk of one account's emails. Each chunk is claim,
+then send and record email by email:
 
-1. **Claim.** One ``UPDATE ... WHERE status = 'pending_processing'`` moves
-   the email to ``in_process`` with ``claimed_at`` and one more attempt, only
-   if it is due, its account active and processing not suspended, and writes
-   the history entry in the same statement. A duplicate queue message, or a
-   second worker racing for the same email, waits for the row lock, then
-   finds the status changed and sends nothing.
-2. **Send** over a pooled connection of the account.
-3. **Record** ``processed`` (or the failure) and commit at once.
+1. **Claim.** One statement locks the chunk's rows in id order, moves every
+   one that is still pending, due, of an active account, with processing
+   not suspended, to ``in_process`` with ``claimed_at`` and one more
+   attempt, writes their history entries, and returns what sending needs
+   (the raw message is built at queue time). A duplicate queue message, or
+   a second worker given an overlapping chunk, waits for the row locks,
+   then finds the status changed and sends nothing of those. Locking in id
+   order keeps two claimers from deadlocking.
+2. **Send** each over the thread's pooled connection of the account.
+3. **Record** ``processed`` (or the failure) right after the server's reply,
+   one statement in autocommit, before the next email is sent.
 
 The window. Between the server's final reply to DATA and the commit of step
 3 lies one SQL statement, a single round trip to PostgreSQL. If the process
@@ -17,7 +21,17 @@ dies inside it (power loss, SIGKILL), the server has the mail but the email
 stays ``in_process``; after ``claim_timeout`` the scheduler gives it back to
 pending and it is sent a second time. This is the only way an email goes out
 twice: at most one email per sender thread of the killed worker. Closing it
-would need the server to take part, and SMTP has no idempotency key.
+would need the server to take part, and SMTP has no idempotency key. The
+rest of a killed worker's claimed chunk was never sent; it goes back the same
+way and is sent once. So does the rest of a chunk cut short by an unexpected
+error (the database gone, say): dramatiq's retry of the chunk finds those
+emails ``in_process`` and leaves them to the scheduler.
+
+Durability. The claim commits with ``synchronous_commit = off``: should
+PostgreSQL itself crash, a lost claim only returns emails to pending, as a
+taken-back claim would, and WAL is written in order, so the synchronous
+commit of a later ``processed`` makes the claim durable too. ``processed``
+itself commits synchronously: losing it would send an email again.
 """
 
 from __future__ import annotations
@@ -26,11 +40,13 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from datetime import datetime
 
-from sqlalchemy import Exists, exists, select, text, update
+import psycopg
+from sqlalchemy import Connection, Exists, exists, select, text, update
 from sqlalchemy.orm import Session
 
 from shared import history, outbox, ratelimit
@@ -42,7 +58,7 @@ from shared.errors import (
     SysmailError,
     TemporaryFailure,
 )
-from shared.mail.compose import Composition, InvalidHeader, compose, to_bytes
+from shared.mail.compose import InvalidHeader, build_raw
 from shared.mail.smtp import POOL, Accepted, transmit
 from shared.messages import SendEmail
 from shared.models import Account, Attachment, Email, Preferences, utcnow
@@ -75,16 +91,12 @@ class Outcome:
 
 @dataclass(frozen=True)
 class _Claim:
-    # A detached copy of the claimed row.
-    email: Email
+    email_id: int
+    attempts: int
     account: Account
     envelope_from: str
     recipients: Sequence[str]
     raw: bytes
-
-    @property
-    def email_id(self) -> int:
-        return self.email.id
 
 
 def deliver(email_id: int, *, manual: bool = False) -> Outcome:
@@ -94,25 +106,21 @@ def deliver(email_id: int, *, manual: bool = False) -> Outcome:
     ignores the schedule, the attempt limit and the account's rate, and
     raises DeliveryRefused instead of quietly leaving the email alone.
     """
-    found = _peek(email_id)
-    if found is None:
+    if not manual:
+        return deliver_chunk((email_id,))[0]
+    found = _peek((email_id,))
+    if not found:
         return _skip(email_id, None, "gone", "no such outgoing email", manual)
-    account_id, status, version = found
+    _, account_id, status, version = found[0]
     if status not in _claimable(manual):
-        # The usual duplicate message: already sent or being sent.
         return _skip(email_id, account_id, status, "nothing to do", manual)
     account = _account(account_id, version) if account_id else None
     if account is None or not account.active:
         return _diagnose(email_id, manual)
 
-    # Connected before the rate slot, so the slot is when the server sees it.
     connection, trouble = POOL.take(account, email_id)
     try:
-        if not manual and account.rate_limit:
-            deferred = _keep_rate(email_id, account)
-            if deferred is not None:
-                return deferred
-        claim = _claim(email_id, account, manual)
+        claim = _claim_by_hand(email_id, account)
         if claim is None:
             return _diagnose(email_id, manual)
         if isinstance(claim, Outcome):
@@ -120,7 +128,6 @@ def deliver(email_id: int, *, manual: bool = False) -> Outcome:
         if connection is None:
             assert trouble is not None
             return _record_failure(claim, trouble, manual)
-
         try:
             accepted = transmit(
                 connection, claim.envelope_from, claim.recipients, claim.raw
@@ -129,7 +136,8 @@ def deliver(email_id: int, *, manual: bool = False) -> Outcome:
             POOL.discard(connection)
             connection = None
             return _record_failure(claim, exc, manual)
-        return _record_success(claim, accepted)
+        with _autocommit() as db:
+            return _record_success(db, claim, accepted)
     except BaseException:
         if connection is not None:
             POOL.discard(connection)
@@ -138,6 +146,101 @@ def deliver(email_id: int, *, manual: bool = False) -> Outcome:
     finally:
         if connection is not None:
             POOL.give_back(account, connection)
+
+
+def deliver_chunk(email_ids: Sequence[int]) -> list[Outcome]:
+    """Send each of the emails that is due and nobody else has; one Outcome
+    per id, in order."""
+    outcomes: dict[int, Outcome] = {}
+    found = {row[0]: row for row in _peek(email_ids)}
+    by_account: dict[str, list[int]] = {}
+    for email_id in email_ids:
+        row = found.get(email_id)
+        if row is None:
+            outcomes[email_id] = _skip(
+                email_id, None, "gone", "no such outgoing email", False
+            )
+        elif row[2] != "pending_processing":
+            # The usual duplicate message: already sent or being sent.
+            outcomes[email_id] = _skip(email_id, row[1], row[2], "nothing to do", False)
+        elif row[1] is None:
+            outcomes[email_id] = _diagnose(email_id, False)
+        else:
+            by_account.setdefault(row[1], []).append(email_id)
+
+    for account_id, ids in by_account.items():
+        account = _account(account_id, found[ids[0]][3])
+        if account is None or not account.active:
+            outcomes.update((i, _diagnose(i, False)) for i in ids)
+            continue
+        outcomes.update(_deliver_for(account, ids))
+    return [outcomes[i] for i in email_ids]
+
+
+def _deliver_for(account: Account, email_ids: list[int]) -> dict[int, Outcome]:
+    """Claim, send and record one account's emails over one connection."""
+    outcomes: dict[int, Outcome] = {}
+    # Connected before the rate slots, so a slot is when the server sees it.
+    connection, trouble = POOL.take(account, email_ids[0])
+    try:
+        waits = [0.0] * len(email_ids)
+        if account.rate_limit:
+            waits, deferred = _keep_rate(email_ids, account)
+            outcomes.update(deferred)
+            email_ids = email_ids[: len(waits)]
+        started = time.monotonic()
+        claims = _claim(email_ids, account)
+        for email_id in email_ids:
+            if email_id not in claims:
+                outcomes[email_id] = _diagnose(email_id, False)
+
+        with _autocommit() as db:
+            for email_id, wait in zip(email_ids, waits, strict=True):
+                claim = claims.get(email_id)
+                if claim is None:
+                    continue
+                if isinstance(claim, Outcome):
+                    outcomes[email_id] = claim
+                    continue
+                if connection is None and trouble is None:
+                    # The last one failed mid-send: a fresh connection.
+                    connection, trouble = POOL.take(account, email_id)
+                if connection is None:
+                    # Not connecting again for each email of the chunk.
+                    assert trouble is not None
+                    outcomes[email_id] = _record_failure(claim, trouble, False)
+                    continue
+                pause = started + wait - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                try:
+                    accepted = transmit(
+                        connection, claim.envelope_from, claim.recipients, claim.raw
+                    )
+                except DeliveryError as exc:
+                    POOL.discard(connection)
+                    connection = None
+                    outcomes[email_id] = _record_failure(claim, exc, False)
+                    continue
+                outcomes[email_id] = _record_success(db, claim, accepted)
+                connection = POOL.renew(account, connection, email_id)
+    except BaseException:
+        if connection is not None:
+            POOL.discard(connection)
+            connection = None
+        raise
+    finally:
+        if connection is not None:
+            POOL.give_back(account, connection)
+    return outcomes
+
+
+@contextmanager
+def _autocommit() -> Iterator[Connection]:
+    """A database connection of its own, each statement its own commit."""
+    engine = get_engine()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        yield conn
 
 
 _NO_ACCOUNT = PermanentFailure("the sending account was deleted")
@@ -152,19 +255,21 @@ def _claimable(manual: bool) -> tuple[str, ...]:
 
 _PEEK = text(
     """
-    SELECT e.account_id, e.status, a.updated_at
+    SELECT e.id, e.account_id, e.status, a.updated_at
     FROM emails e LEFT JOIN accounts a ON a.id = e.account_id
-    WHERE e.id = :id AND e.direction = 'out'
+    WHERE e.id = ANY(:ids) AND e.direction = 'out'
     """
 )
 
 
-def _peek(email_id: int) -> tuple[str | None, str, datetime | None] | None:
-    """Account, status and account version of an outgoing email, read
+def _peek(
+    email_ids: Sequence[int],
+) -> list[tuple[int, str | None, str, datetime | None]]:
+    """Id, account, status and account version of outgoing emails, read
     without a transaction."""
-    with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        row = conn.execute(_PEEK, {"id": email_id}).one_or_none()
-    return None if row is None else (row[0], row[1], row[2])
+    with _autocommit() as conn:
+        rows = conn.execute(_PEEK, {"ids": list(email_ids)}).all()
+    return [(row[0], row[1], row[2], row[3]) for row in rows]
 
 
 _accounts: dict[str, tuple[float, datetime | None, Account]] = {}
@@ -243,51 +348,67 @@ def _skip(
     return Outcome(email_id, status, why)
 
 
-def _keep_rate(email_id: int, account: Account) -> Outcome | None:
-    """Wait for a slot of the account's rate, or put the email back for later."""
+def _keep_rate(
+    email_ids: list[int], account: Account
+) -> tuple[list[float], dict[int, Outcome]]:
+    """Book the account's slots for the emails, in one call to Redis.
+
+    Returns the wait before each email that got a slot (the first ones) and
+    the outcome of the rest, put back on the queue for later.
+    """
     rate = ratelimit.parse_rate(account.rate_limit or "")
-    booking = ratelimit.book(account.id, rate, LONGEST_RATE_WAIT)
-    if booking.booked:
-        if booking.wait > 0:
-            time.sleep(booking.wait)
-        return None
+    bookings = ratelimit.book_many(account.id, rate, LONGEST_RATE_WAIT, len(email_ids))
+    waits = [b.wait for b in bookings if b.booked]
+    later = email_ids[len(waits) :]
+    if not later:
+        return waits, {}
 
     with session_scope() as session:
-        email = session.get(Email, email_id)
-        if email is not None:
-            # Ahead of the scheduler's republishing, so it does not double it.
-            email.enqueued_at = utcnow()
-    delay = booking.wait + random.uniform(0, rate.window_seconds)
-    publish(SendEmail(email_id=email_id), delay_ms=int(delay * 1000))
-    log.debug(
-        "email=%s account=%s over %s, again in %.1f s",
-        email_id,
-        account.id,
-        rate,
-        delay,
-    )
-    return Outcome(email_id, "pending_processing", f"rate {rate}: later")
+        # Ahead of the scheduler's republishing, so it does not double it.
+        session.execute(
+            update(Email).where(Email.id.in_(later)).values(enqueued_at=utcnow())
+        )
+    wait = bookings[-1].wait if bookings else 0.0
+    delay = wait + random.uniform(0, rate.window_seconds)
+    publish(SendEmail(email_ids=tuple(later)), delay_ms=int(delay * 1000))
+    for email_id in later:
+        log.debug(
+            "email=%s account=%s over %s, again in %.1f s",
+            email_id,
+            account.id,
+            rate,
+            delay,
+        )
+    outcome = f"rate {rate}: later"
+    return waits, {i: Outcome(i, "pending_processing", outcome) for i in later}
 
 
 # -- claim, send, record ---------------------------------------------------
 
 
-# Claim and first history entry in one statement. A second worker running it
-# for the same email waits for the row lock, then finds the status changed.
+# Claim and first history entries in one statement. The rows are locked in
+# id order first: two workers given overlapping chunks then queue up on the
+# same first row instead of deadlocking, and the second finds it claimed.
 _CLAIM = text(
     """
-    WITH claimed AS (
-        UPDATE emails e
-        SET status = 'in_process', claimed_at = now(),
-            attempts = e.attempts + 1, updated_at = now()
-        WHERE e.id = :id AND e.direction = 'out'
+    WITH locked AS (
+        SELECT e.id FROM emails e
+        WHERE e.id = ANY(:ids) AND e.direction = 'out'
           AND e.status = 'pending_processing'
           AND (e.scheduled_at IS NULL OR e.scheduled_at <= now())
           AND EXISTS (
               SELECT 1 FROM accounts a WHERE a.id = e.account_id AND a.active
           )
           AND NOT EXISTS (SELECT 1 FROM preferences p WHERE p.suspended)
-        RETURNING e.*
+        ORDER BY e.id
+        FOR UPDATE OF e
+    ), claimed AS (
+        UPDATE emails e
+        SET status = 'in_process', claimed_at = now(),
+            attempts = e.attempts + 1, updated_at = now()
+        FROM locked
+        WHERE e.id = locked.id AND e.status = 'pending_processing'
+        RETURNING e.id, e.attempts, e.raw, e.to_addresses, e.cc_addresses
     ), logged AS (
         INSERT INTO email_status_changes (email_id, at, from_status, to_status,
                                           reason)
@@ -295,52 +416,55 @@ _CLAIM = text(
                'sending, attempt ' || attempts
         FROM claimed
     )
-    SELECT claimed.*, EXISTS (
-        SELECT 1 FROM attachments f
-        WHERE f.email_id = claimed.id AND f.dropped_reason IS NULL
-    ) AS with_files
+    SELECT claimed.id, claimed.attempts, claimed.raw, claimed.to_addresses,
+           claimed.cc_addresses
     FROM claimed
     """
 )
-_EMAIL_COLUMNS = frozenset(c.key for c in Email.__table__.columns)
 
 
-def _claim(email_id: int, account: Account, manual: bool) -> _Claim | Outcome | None:
-    """Take the email for this worker, or None when it may not be taken now."""
-    if manual:
-        return _claim_by_hand(email_id, account)
+def _claim(email_ids: list[int], account: Account) -> dict[int, _Claim | Outcome]:
+    """Take the emails for this worker; those missing may not be taken now."""
+    claims: dict[int, _Claim | Outcome] = {}
     with session_scope() as session:
-        # Safe without waiting for the disk: WAL is written in order, so the
-        # synchronous commit of ``processed`` makes this claim durable too,
-        # and a claim lost in a database crash only puts the email back
-        # where a taken-back claim would.
+        # See the module's docstring: safe without waiting for the disk.
         session.execute(text("SET LOCAL synchronous_commit = off"))
-        row = session.execute(_CLAIM, {"id": email_id}).one_or_none()
-        if row is None:
-            return None
-        values = row._mapping
-        # A detached copy of the row: read, never flushed.
-        email = Email(**{k: v for k, v in values.items() if k in _EMAIL_COLUMNS})
-        log.info(
-            "email=%s account=%s status pending_processing -> in_process: attempt %d",
-            email_id,
-            account.id,
-            email.attempts,
-        )
-        if email.raw is None:
-            try:
-                email.raw = _render(session, email, account, values["with_files"])
-            except InvalidHeader as exc:
-                unsendable: InvalidHeader | None = exc
-            else:
-                unsendable = None
-                session.execute(
-                    update(Email).where(Email.id == email_id).values(raw=email.raw)
-                )
-            if unsendable is not None:
-                session.commit()
-                return _fail_unsendable(email_id, unsendable)
-    return _claimed(email, account)
+        rows = session.execute(_CLAIM, {"ids": email_ids}).all()
+        for email_id, attempts, raw, to, cc in rows:
+            log.info(
+                "email=%s account=%s status pending_processing -> in_process: "
+                "attempt %d",
+                email_id,
+                account.id,
+                attempts,
+            )
+            claims[email_id] = _Claim(
+                email_id=email_id,
+                attempts=attempts,
+                account=account,
+                envelope_from=account.address,
+                recipients=[*to, *cc],
+                raw=raw or b"",
+            )
+    for email_id, claim in claims.items():
+        if isinstance(claim, _Claim) and not claim.raw:
+            claims[email_id] = _render_claimed(claim)
+    return claims
+
+
+def _render_claimed(claim: _Claim) -> _Claim | Outcome:
+    """Build the message of a claimed email stored without one."""
+    with session_scope() as session:
+        email = session.get(Email, claim.email_id)
+        assert email is not None
+        try:
+            raw = _render(session, email, claim.account, with_files=True)
+        except InvalidHeader as exc:
+            unsendable = exc
+        else:
+            email.raw = raw
+            return replace(claim, raw=raw)
+    return _fail_unsendable(claim.email_id, unsendable)
 
 
 def _claim_by_hand(email_id: int, account: Account) -> _Claim | Outcome | None:
@@ -390,7 +514,8 @@ def _has_files() -> Exists:
 def _claimed(email: Email, account: Account) -> _Claim:
     assert email.raw is not None
     return _Claim(
-        email=email,
+        email_id=email.id,
+        attempts=email.attempts,
         account=account,
         envelope_from=account.address,
         recipients=[*email.to_addresses, *email.cc_addresses],
@@ -422,66 +547,53 @@ def _render(
                 .order_by(Attachment.id)
             )
         )
-    from_address = email.from_address or account.address
-    if account.validates_from:
-        from_address = account.address
-    message = compose(
-        Composition(
-            message_id=email.message_id or "",
-            from_address=from_address,
-            from_name=email.from_name or "",
-            reply_to=email.reply_to,
-            to=email.to_addresses or [email.to_address or ""],
-            subject=email.subject,
-            text=email.body_text or "",
-            html=email.body_html,
-            date=email.created_at or utcnow(),
-            in_reply_to=email.in_reply_to,
-            references=email.references,
-            automatic=email.kind in outbox.AUTOMATIC_KINDS,
-            headers=email.headers or {},
-            attachments=[(f.filename, f.content_type, f.data or b"") for f in files],
-        )
+    composition = outbox.composition(
+        email, [(f.filename, f.content_type, f.data or b"") for f in files]
     )
-    return to_bytes(message)
+    if account.validates_from or not composition.from_address:
+        composition = replace(composition, from_address=account.address)
+    return build_raw(composition)
 
 
 # The commit that closes the window: the status and its history row in one
 # statement, so one round trip to PostgreSQL. It also applies to an email
 # whose claim was taken back meanwhile: it was sent, it must not go again.
-_PROCESSED = text(
-    """
+# Run on the driver's connection as a prepared statement: through
+# SQLAlchemy it cost a third of the sender's CPU per email.
+_PROCESSED = """
     WITH done AS (
         UPDATE emails
         SET status = 'processed', sent_at = now(), processed_at = now(),
             last_error = NULL, updated_at = now()
-        WHERE id = :id AND status IN ('in_process', 'pending_processing')
+        WHERE id = %(id)s AND status IN ('in_process', 'pending_processing')
         RETURNING id, account_id
     )
     INSERT INTO email_status_changes
         (email_id, at, from_status, to_status, reason, smtp_code, server_reply)
-    SELECT id, now(), 'in_process', 'processed', :reason, :code, :reply FROM done
-    """
-)
+    SELECT id, now(), 'in_process', 'processed', %(reason)s, %(code)s, %(reply)s
+    FROM done
+"""
 
 
-def _record_success(claim: _Claim, accepted: Accepted) -> Outcome:
+def _record_success(db: Connection, claim: _Claim, accepted: Accepted) -> Outcome:
     reason = "accepted by the server"
     if accepted.refused:
         reason += "; refused: " + ", ".join(
             f"{address} ({code} {reply})"
             for address, (code, reply) in accepted.refused.items()
         )
-    with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(
-            _PROCESSED,
-            {
-                "id": claim.email_id,
-                "reason": reason,
-                "code": accepted.code,
-                "reply": accepted.reply,
-            },
-        )
+    driver = db.connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    driver.execute(
+        _PROCESSED,
+        {
+            "id": claim.email_id,
+            "reason": reason,
+            "code": accepted.code,
+            "reply": accepted.reply,
+        },
+        prepare=True,
+    )
     log.info(
         "email=%s account=%s status in_process -> processed: %s",
         claim.email_id,
@@ -534,7 +646,7 @@ def _record_failure(claim: _Claim, exc: DeliveryError, manual: bool) -> Outcome:
 
 def _republish(claim: _Claim, delay: float) -> None:
     try:
-        publish(SendEmail(email_id=claim.email_id), delay_ms=int(delay * 1000))
+        publish(SendEmail(email_ids=(claim.email_id,)), delay_ms=int(delay * 1000))
     except Exception as exc:
         # Still pending: the scheduler's release_due picks it up later.
         log.warning(

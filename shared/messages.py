@@ -38,9 +38,9 @@ class EmailFiled(Message):
 
 
 class SendEmail(Message):
-    """Deliver one outgoing email (it is already stored, rendered, pending)."""
+    """Deliver outgoing emails of one account (stored, rendered, pending)."""
 
-    email_id: int
+    email_ids: tuple[int, ...]
     # An operator's "process now": ignore the attempt limit and failed status.
     manual: bool = False
 

@@ -1,9 +1,12 @@
 """The outbox: outgoing email stored pending, then handed to the sender.
 
 Queuing and releasing are two steps on purpose. ``queue_email`` only writes
-rows, inside the caller's transaction; once the caller has committed,
-``release`` publishes one SendEmail per email. When RabbitMQ is down the
-emails simply stay pending with no ``enqueued_at``, and the scheduler's
+rows, inside the caller's transaction, the message already rendered to
+``raw`` so the sender only sends it; once the caller has committed,
+``release`` publishes one SendEmail per chunk of up to SEND_CHUNK emails of
+one account, so a campaign costs the broker a few hundred messages, not
+thousands, and its chunks spread over the sender threads. When RabbitMQ is
+down the emails simply stay pending with no ``enqueued_at``, and the scheduler's
 ``release_due`` publishes them later. Publishing twice is harmless: the
 sender claims an email before it sends it, so a second message finds it
 claimed or done and sends nothing.
@@ -14,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from email.utils import make_msgid
 
@@ -26,7 +29,13 @@ from shared import history
 from shared.bus import publish
 from shared.db import session_scope
 from shared.errors import ConfigError, NotFound, SysmailError
-from shared.mail.compose import check_value, guess_type
+from shared.mail.compose import (
+    Composition,
+    InvalidHeader,
+    build_raw,
+    check_value,
+    guess_type,
+)
 from shared.messages import SendEmail
 from shared.models import (
     Account,
@@ -45,6 +54,9 @@ AUTOMATIC_KINDS = frozenset({"receipt", "reply", "forward"})
 # A pending email published this long ago and still pending lost its message
 # (broker restarted without it, or it was dropped): publish it again.
 REPUBLISH_AFTER = timedelta(minutes=10)
+# Emails per SendEmail. Large enough that the broker and the claim cost little
+# per email, small enough that a campaign spreads over every sender thread.
+SEND_CHUNK = 25
 # Say a broker outage once per this many seconds, not once per email.
 _OUTAGE_LOG_EVERY = 60.0
 _last_outage_log = 0.0
@@ -180,9 +192,38 @@ def queue_email(
         len(recipients),
     )
 
-    for filename, content_type, data in attachments:
+    files = [
         _attach(session, email, account, filename, content_type, data)
+        for filename, content_type, data in attachments
+    ]
+    try:
+        email.raw = build_raw(composition(email, [f for f in files if f is not None]))
+    except InvalidHeader:
+        # Left to the sender, which fails the email with this reason.
+        email.raw = None
     return email
+
+
+def composition(
+    email: Email, files: Sequence[tuple[str, str, bytes]] = ()
+) -> Composition:
+    """What the email's stored fields make as a message."""
+    return Composition(
+        message_id=email.message_id or "",
+        from_address=email.from_address or "",
+        from_name=email.from_name or "",
+        reply_to=email.reply_to,
+        to=email.to_addresses or [email.to_address or ""],
+        subject=email.subject,
+        text=email.body_text or "",
+        html=email.body_html,
+        date=email.created_at or utcnow(),
+        in_reply_to=email.in_reply_to,
+        references=email.references,
+        automatic=email.kind in AUTOMATIC_KINDS,
+        headers=email.headers or {},
+        attachments=files,
+    )
 
 
 def sender_of(account: Account, user: User | None) -> tuple[str, str]:
@@ -217,7 +258,7 @@ def _attach(
     filename: str,
     content_type: str,
     data: bytes,
-) -> None:
+) -> tuple[str, str, bytes] | None:
     content_type = content_type or guess_type(filename)
     reason = attachment_refusal(account, filename, len(data))
     session.add(
@@ -239,6 +280,8 @@ def _attach(
             filename,
             reason,
         )
+        return None
+    return filename, content_type, data
 
 
 def attachment_refusal(account: Account, filename: str, size: int) -> str | None:
@@ -269,7 +312,7 @@ def _domain(address: str) -> str:
 
 
 def release(email_ids: Iterable[int]) -> None:
-    """Publish SendEmail for each email that is due; the rest wait.
+    """Publish SendEmail for the emails that are due, in chunks; the rest wait.
 
     If the broker cannot be reached the emails stay pending without
     ``enqueued_at``; ``release_due`` publishes them once it is back.
@@ -281,17 +324,15 @@ def release(email_ids: Iterable[int]) -> None:
         if preferences(session).suspended:
             return
         # Stamped before publishing: the sender may clear the stamp at once.
-        due = list(
-            session.scalars(
-                update(Email)
-                .where(Email.id.in_(ids))
-                .where(Email.status == "pending_processing")
-                .where(Email.scheduled_at.is_(None) | (Email.scheduled_at <= utcnow()))
-                .values(enqueued_at=utcnow())
-                .returning(Email.id)
-            )
-        )
-    _publish_or_unstamp(sorted(due))
+        due = session.execute(
+            update(Email)
+            .where(Email.id.in_(ids))
+            .where(Email.status == "pending_processing")
+            .where(Email.scheduled_at.is_(None) | (Email.scheduled_at <= utcnow()))
+            .values(enqueued_at=utcnow())
+            .returning(Email.id, Email.account_id)
+        ).all()
+    _publish_or_unstamp([(row[0], row[1]) for row in due])
 
 
 def release_due(limit: int = 1000) -> int:
@@ -303,42 +344,49 @@ def release_due(limit: int = 1000) -> int:
     with session_scope() as session:
         if preferences(session).suspended:
             return 0
-        ids = list(
-            session.execute(
-                text(
-                    """
-                    UPDATE emails SET enqueued_at = now()
-                    WHERE id IN (
-                        SELECT e.id FROM emails e
-                        JOIN accounts a ON a.id = e.account_id AND a.active
-                        WHERE e.direction = 'out'
-                          AND e.status = 'pending_processing'
-                          AND (e.scheduled_at IS NULL OR e.scheduled_at <= now())
-                          AND (e.enqueued_at IS NULL
-                               OR e.enqueued_at < now() - :stale)
-                        ORDER BY e.scheduled_at NULLS FIRST, e.id
-                        LIMIT :limit
-                        FOR UPDATE OF e SKIP LOCKED
-                    )
-                    RETURNING id
-                    """
-                ),
-                {"stale": REPUBLISH_AFTER, "limit": limit},
-            ).scalars()
-        )
-    published = _publish_or_unstamp(sorted(ids))
+        rows = session.execute(
+            text(
+                """
+                UPDATE emails SET enqueued_at = now()
+                WHERE id IN (
+                    SELECT e.id FROM emails e
+                    JOIN accounts a ON a.id = e.account_id AND a.active
+                    WHERE e.direction = 'out'
+                      AND e.status = 'pending_processing'
+                      AND (e.scheduled_at IS NULL OR e.scheduled_at <= now())
+                      AND (e.enqueued_at IS NULL
+                           OR e.enqueued_at < now() - :stale)
+                    ORDER BY e.scheduled_at NULLS FIRST, e.id
+                    LIMIT :limit
+                    FOR UPDATE OF e SKIP LOCKED
+                )
+                RETURNING id, account_id
+                """
+            ),
+            {"stale": REPUBLISH_AFTER, "limit": limit},
+        ).all()
+    published = _publish_or_unstamp([(row[0], row[1]) for row in rows])
     if published:
         log.info("released %d due emails", published)
     return published
 
 
-def _publish_or_unstamp(ids: Sequence[int]) -> int:
+def chunked(emails: Iterable[tuple[int, str | None]]) -> Iterator[tuple[int, ...]]:
+    """Email ids in chunks of one account each, in id order."""
+    by_account: dict[str | None, list[int]] = {}
+    for email_id, account_id in sorted(emails):
+        by_account.setdefault(account_id, []).append(email_id)
+    for ids in by_account.values():
+        for start in range(0, len(ids), SEND_CHUNK):
+            yield tuple(ids[start : start + SEND_CHUNK])
+
+
+def _publish_or_unstamp(emails: Sequence[tuple[int, str | None]]) -> int:
     """Publish stamped emails; unstamp those the broker did not take, so the
     next pass of the scheduler tries them again."""
-    if not ids:
+    if not emails:
         return 0
-    published = _publish_all(ids)
-    unpublished = ids[len(published) :]
+    published, unpublished = _publish_all(list(chunked(emails)))
     if unpublished:
         with session_scope() as session:
             session.execute(
@@ -347,7 +395,7 @@ def _publish_or_unstamp(ids: Sequence[int]) -> int:
                 .where(Email.status == "pending_processing")
                 .values(enqueued_at=None)
             )
-    return len(published)
+    return published
 
 
 def recover_stale_claims() -> int:
@@ -418,19 +466,21 @@ def _locked(session: Session, email_id: int) -> Email:
     return email
 
 
-def _publish_all(ids: Sequence[int]) -> list[int]:
-    """Publish in order; stop at the first broker error and say it once."""
-    published: list[int] = []
-    for email_id in ids:
+def _publish_all(chunks: Sequence[tuple[int, ...]]) -> tuple[int, list[int]]:
+    """Publish in order; stop at the first broker error and say it once.
+
+    Returns how many emails went out and the ids of those that did not.
+    """
+    for n, chunk in enumerate(chunks):
         try:
-            publish(SendEmail(email_id=email_id))
+            publish(SendEmail(email_ids=chunk))
         except Exception as exc:
             # dramatiq raises its own connection errors and pika's; any of
             # them means the broker is unreachable now.
-            _log_outage(email_id, len(ids) - len(published), exc)
-            break
-        published.append(email_id)
-    return published
+            left = [i for rest in chunks[n:] for i in rest]
+            _log_outage(chunk[0], len(left), exc)
+            return sum(len(c) for c in chunks[:n]), left
+    return sum(len(c) for c in chunks), []
 
 
 def _log_outage(email_id: int, left: int, exc: BaseException) -> None:

@@ -1,9 +1,9 @@
-"""Sender: deliver one outgoing email over SMTP (see shared.delivery)."""
+"""Sender: deliver a chunk of outgoing emails over SMTP (see shared.delivery)."""
 
 from __future__ import annotations
 
 from shared.bus import stage_actor
-from shared.delivery import deliver
+from shared.delivery import deliver, deliver_chunk
 from shared.messages import SendEmail
 
 
@@ -11,4 +11,8 @@ from shared.messages import SendEmail
 # attempt limit; dramatiq's own retries only cover unexpected errors.
 @stage_actor("sender", max_retries=3)
 def sender(message: SendEmail) -> None:
-    deliver(message.email_id, manual=message.manual)
+    if message.manual:
+        for email_id in message.email_ids:
+            deliver(email_id, manual=True)
+    else:
+        deliver_chunk(message.email_ids)

@@ -1,29 +1,35 @@
 """Queuing a campaign: one rendered email per recipient, in bulk inserts.
 
 Every email gets what ``outbox.queue_email`` would give it (Message-ID,
-system tag, first status change) but rows go in by the hundred: one ORM
-flush per email would make a large campaign take minutes. Ids are taken
-from the sequence first, since the subject's tag needs them.
+system tag, first status change, the message built to ``raw``) but rows go
+in by the hundred: one ORM flush per email would make a large campaign take
+minutes. Ids are taken from the sequence first, since the subject's tag
+needs them.
+
+Given ``release``, each chunk is committed and released as soon as it is
+stored, so sending starts while the rest is still being written. Every
+email is rendered before the first commit, so a template or contact that
+fails still queues nothing.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import make_msgid
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import Table, insert, select, text
 from sqlalchemy.orm import Session
 
 from shared import outbox
 from shared.campaigns.audience import audience_of, select_recipients
-from shared.campaigns.common import SKIP_REASONS, CampaignError, chunks
+from shared.campaigns.common import CHUNK, SKIP_REASONS, CampaignError, chunks
 from shared.campaigns.unsubscribe import bulk_headers
 from shared.errors import NotFound, SysmailError
-from shared.mail.compose import guess_type
+from shared.mail.compose import Composition, InvalidHeader, build_raw, guess_type
 from shared.models import (
     Account,
     Attachment,
@@ -38,6 +44,13 @@ from shared.models import (
 from shared.templating import render
 
 log = logging.getLogger(__name__)
+
+_EMAILS = cast(Table, Email.__table__)
+_CHANGES = cast(Table, EmailStatusChange.__table__)
+_FILES = cast(Table, Attachment.__table__)
+# Emails per commit when chunks are released as they go: the first reaches
+# the sender after this many are stored.
+RELEASE_CHUNK = 200
 
 
 @dataclass
@@ -56,8 +69,13 @@ def send_campaign(
     at: datetime | None = None,
     attachments: Sequence[tuple[str, str, bytes]] = (),
     progress: Callable[[int, int], None] | None = None,
+    release: Callable[[Iterable[int]], None] | None = None,
 ) -> Queued:
     """Queue one email per recipient; the caller commits, then releases.
+
+    With ``release`` (``outbox.release``), chunks are committed and released
+    here as they are stored, the campaign's status with the first one; the
+    caller's commit then only ends the last, empty transaction.
 
     The campaign row is locked for the whole transaction, so a second send,
     even a concurrent one, finds it queued and stores nothing. An
@@ -91,28 +109,36 @@ def send_campaign(
     recipients, skipped = select_recipients(contacts)
     skipped["no_address"] += no_address
     queued = Queued(skipped={r: skipped[r] for r in SKIP_REASONS}, scheduled_at=at)
-    batch = _Batch(campaign, account, template, outbox.preferences(session), at)
+    files = [(f, t or guess_type(f), d) for f, t, d in attachments]
+    batch = _Batch(campaign, account, template, outbox.preferences(session), at, files)
 
-    for chunk in chunks(recipients):
-        ids = _reserve_ids(session, len(chunk))
-        session.execute(
-            insert(Email),
-            [batch.email(i, c) for i, c in zip(ids, chunk, strict=True)],
-        )
-        session.execute(insert(EmailStatusChange), [batch.queued(i) for i in ids])
+    stored = [
+        (ids, [batch.email(i, c) for i, c in zip(ids, chunk, strict=True)])
+        for chunk in chunks(recipients, CHUNK if release is None else RELEASE_CHUNK)
+        for ids in [_reserve_ids(session, len(chunk))]
+    ]
+    if release is not None:
+        _mark_queued(session, campaign, queued, at)
+    # Core inserts on the session's connection: the ORM's bulk path would
+    # spend as long again sorting out rows that are plain already.
+    for ids, rows in stored:
+        db = session.connection()
+        db.execute(insert(_EMAILS), rows)
+        db.execute(insert(_CHANGES), [batch.queued(i) for i in ids])
         if attachments:
-            session.execute(
-                insert(Attachment),
+            db.execute(
+                insert(_FILES),
                 [_attachment(i, *a) for i in ids for a in attachments],
             )
         queued.email_ids.extend(ids)
+        if release is not None:
+            session.commit()
+            release(ids)
         if progress is not None:
             progress(len(queued.email_ids), len(recipients))
 
-    campaign.status = "queued"
-    campaign.skipped = queued.skipped
-    campaign.scheduled_at = at
-    session.flush()
+    if release is None:
+        _mark_queued(session, campaign, queued, at)
     log.info(
         "campaign=%s account=%s queued %d emails, skipped %s",
         campaign.id,
@@ -121,6 +147,15 @@ def send_campaign(
         queued.skipped,
     )
     return queued
+
+
+def _mark_queued(
+    session: Session, campaign: Campaign, queued: Queued, at: datetime | None
+) -> None:
+    campaign.status = "queued"
+    campaign.skipped = queued.skipped
+    campaign.scheduled_at = at
+    session.flush()
 
 
 def _reserve_ids(session: Session, count: int) -> list[int]:
@@ -163,6 +198,8 @@ class _Batch:
     template: Template
     preferences: Preferences
     at: datetime | None
+    files: Sequence[tuple[str, str, bytes]] = ()
+    now: datetime = field(default_factory=utcnow)
 
     def email(self, email_id: int, contact: Contact) -> dict[str, Any]:
         context = recipient_context(self.campaign, contact)
@@ -175,7 +212,7 @@ class _Batch:
         address = (contact.email or "").strip()
         tag = outbox.system_tag(email_id, self.preferences)
         from_address, from_name = outbox.sender_of(self.account, None)
-        return {
+        row = {
             "id": email_id,
             "account_id": self.account.id,
             "direction": "out",
@@ -199,6 +236,29 @@ class _Batch:
             "headers": bulk_headers(self.account, self.campaign.id, contact.id),
             "context": context,
         }
+        row["raw"] = self._raw(row)
+        return row
+
+    def _raw(self, row: dict[str, Any]) -> bytes | None:
+        try:
+            return build_raw(
+                Composition(
+                    message_id=row["message_id"],
+                    from_address=row["from_address"],
+                    from_name=row["from_name"],
+                    reply_to=row["reply_to"],
+                    to=row["to_addresses"],
+                    subject=row["subject"],
+                    text=row["body_text"],
+                    html=row["body_html"],
+                    date=self.now,
+                    headers=row["headers"],
+                    attachments=self.files,
+                )
+            )
+        except InvalidHeader:
+            # Left to the sender, which fails the email with this reason.
+            return None
 
     def queued(self, email_id: int) -> dict[str, Any]:
         reason = f"queued by campaign {self.campaign.id}"

@@ -69,7 +69,7 @@ def queued_messages(broker_url: str) -> list[int]:
         method, _, body = channel.basic_get(STAGES["sender"].queue, auto_ack=True)
         if method is None:
             break
-        ids.append(json.loads(body)["args"][0]["email_id"])
+        ids.extend(json.loads(body)["args"][0]["email_ids"])
     connection.close()
     return ids
 

@@ -299,6 +299,21 @@ def test_an_inactive_account_is_refused_with_a_clear_error() -> None:
         outbox.resolve_account(session)
 
 
+def test_an_email_is_built_once_at_queue_time_and_sent_as_stored(
+    smtp: SmtpServer,
+) -> None:
+    smtp_account(smtp)
+    email_id = queue_one()
+    stored = load(email_id).raw
+
+    outcome = delivery.deliver(email_id)
+
+    assert outcome.status == "processed"
+    assert stored is not None
+    [(_, _, received)] = smtp.messages
+    assert received.replace(b"\r\n", b"\n") == stored.replace(b"\r\n", b"\n")
+
+
 def test_canceling_a_pending_email_keeps_the_sender_from_sending_it(
     smtp: SmtpServer,
 ) -> None:
@@ -323,6 +338,9 @@ def test_an_email_stored_with_a_line_break_in_its_subject_fails_unsent(
         stored = session.get(Email, email_id)
         assert stored is not None
         stored.subject = "Hi\r\nBcc: victim@example.test"
+        # Stored without its message, as by a path that does not build one:
+        # the sender builds it and must refuse the subject.
+        stored.raw = None
 
     outcome = delivery.deliver(email_id)
 

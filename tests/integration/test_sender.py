@@ -281,7 +281,7 @@ def test_the_same_send_message_delivered_five_times_sends_the_email_once(
     make_account(smtp_server)
     [email_id] = queue()
     for _ in range(4):
-        publish(SendEmail(email_id=email_id))
+        publish(SendEmail(email_ids=(email_id,)))
 
     wait_for(status_is(email_id, "processed"))
     time.sleep(1.0)
@@ -298,8 +298,8 @@ def test_two_workers_racing_on_the_same_emails_send_each_once(
 
     ids = queue(20)
     for email_id in ids:
-        publish(SendEmail(email_id=email_id))
-        publish(SendEmail(email_id=email_id))
+        publish(SendEmail(email_ids=(email_id,)))
+        publish(SendEmail(email_ids=(email_id,)))
     wait_for(lambda: all(email(i).status == "processed" for i in ids))
     time.sleep(1.0)
 
@@ -529,3 +529,108 @@ def test_accounts_send_over_implicit_tls_and_plain_connections(
 
     wait_for(status_is(email_id, "processed"))
     assert len(smtp_server.messages) == 1
+
+
+def queue_unreleased(count: int, **fields: Any) -> list[int]:
+    """Queue emails from the support account without publishing them."""
+    with session_scope() as session:
+        account = session.get(Account, "support")
+        assert account is not None
+        return [
+            outbox.queue_email(
+                session,
+                account=account,
+                to=[f"reader{n}@example.test"],
+                subject=f"News {n}",
+                text="Spring is here.",
+                **fields,
+            ).id
+            for n in range(count)
+        ]
+
+
+def test_a_chunk_sends_only_its_pending_due_emails(smtp_server: SmtpServer) -> None:
+    make_account(smtp_server)
+    sent, canceled, pending = queue_unreleased(3)
+    [later] = queue_unreleased(1, scheduled_at=utcnow() + timedelta(hours=1))
+    delivery.deliver(sent)
+    with session_scope() as session:
+        outbox.cancel(session, canceled)
+
+    outcomes = delivery.deliver_chunk((sent, canceled, later, pending))
+
+    assert [o.status for o in outcomes] == [
+        "processed",
+        "canceled",
+        "-",
+        "processed",
+    ]
+    assert len(smtp_server.messages) == 2
+    assert [email(i).status for i in (sent, canceled, later, pending)] == [
+        "processed",
+        "canceled",
+        "pending_processing",
+        "processed",
+    ]
+    assert [c.to_status for c in history(sent)].count("processed") == 1
+
+
+def test_two_workers_given_overlapping_chunks_send_each_email_once(
+    smtp_server: SmtpServer,
+) -> None:
+    make_account(smtp_server)
+    ids = queue_unreleased(40)
+    start = threading.Barrier(3)
+
+    def send(chunk: tuple[int, ...]) -> None:
+        start.wait()
+        delivery.deliver_chunk(chunk)
+
+    threads = [
+        threading.Thread(target=send, args=(tuple(part),))
+        for part in (ids[:30], ids[10:], ids[5:35])
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    received = [parsed(raw)["Message-ID"] for _, _, raw in smtp_server.messages]
+    assert sorted(received) == sorted(email(i).message_id for i in ids)
+    assert all(email(i).status == "processed" for i in ids)
+
+
+def test_a_failure_in_the_middle_of_a_chunk_affects_only_that_email(
+    smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_account(smtp_server)
+    set_preferences(resend_attempts=1)
+    first, middle, last = queue_unreleased(3)
+    real_transmit = delivery.transmit
+    calls: list[int] = []
+
+    def transmit(connection: smtp.Connection, *args: Any) -> smtp.Accepted:
+        calls.append(1)
+        if len(calls) == 2:
+            smtp_server.fail_next(451, "Mailbox busy")
+        return real_transmit(connection, *args)
+
+    monkeypatch.setattr(delivery, "transmit", transmit)
+    # The retry is published; no worker runs here to take it.
+    monkeypatch.setattr(delivery, "_republish", lambda claim, delay: None)
+
+    outcomes = delivery.deliver_chunk((first, middle, last))
+
+    assert [o.status for o in outcomes] == [
+        "processed",
+        "pending_processing",
+        "processed",
+    ]
+    assert [email(i).status for i in (first, middle, last)] == [
+        "processed",
+        "pending_processing",
+        "processed",
+    ]
+    assert "451" in (email(middle).last_error or "")
+    received = [parsed(raw)["Message-ID"] for _, _, raw in smtp_server.messages]
+    assert sorted(received) == sorted(email(i).message_id for i in (first, last))

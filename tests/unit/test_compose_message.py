@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -9,12 +10,34 @@ from typing import Any
 
 import pytest
 
-from shared.mail.compose import Composition, InvalidHeader, compose, to_bytes
+from shared.mail.compose import (
+    Composition,
+    InvalidHeader,
+    build_raw,
+    compose,
+    to_bytes,
+)
 
 LONG_URL = "https://news.example.test/unsubscribe?token=" + "a1b2c3d4" * 20
 
 
-def build(**fields: Any) -> bytes:
+# Every test runs with both builders: the email package's, and the direct one
+# a campaign uses at queue time.
+BUILDERS: dict[str, Callable[[Composition], bytes]] = {
+    "email package": lambda c: to_bytes(compose(c)),
+    "direct": build_raw,
+}
+CURRENT: dict[str, Callable[[Composition], bytes]] = {}
+
+
+@pytest.fixture(autouse=True, params=sorted(BUILDERS))
+def builder(request: pytest.FixtureRequest) -> str:
+    CURRENT["build"] = BUILDERS[request.param]
+    name: str = request.param
+    return name
+
+
+def composition(**fields: Any) -> Composition:
     values: dict[str, Any] = {
         "message_id": "<abc.123@example.test>",
         "from_address": "support@example.test",
@@ -25,7 +48,11 @@ def build(**fields: Any) -> bytes:
         "date": datetime(2026, 12, 3, 12, 0, tzinfo=UTC),
         **fields,
     }
-    return to_bytes(compose(Composition(**values)))
+    return Composition(**values)
+
+
+def build(**fields: Any) -> bytes:
+    return CURRENT["build"](composition(**fields))
 
 
 def parse(raw: bytes) -> EmailMessage:
@@ -159,3 +186,10 @@ def test_extra_headers_cannot_replace_the_sender_or_recipients() -> None:
 def test_non_ascii_in_list_unsubscribe_is_refused_rather_than_encoded() -> None:
     with pytest.raises(InvalidHeader, match="ASCII"):
         build(headers={"List-Unsubscribe": "<https://exämple.test/u>"})
+
+
+def test_plain_ascii_bodies_stay_readable_on_the_wire() -> None:
+    raw = build(text="Hello,\nit ships today.", html="<p>Hello</p>")
+
+    assert b"Content-Transfer-Encoding: 7bit" in raw
+    assert b"\r\nHello,\r\nit ships today.\r\n" in raw
