@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from shared.models import Email, EmailStatusChange, EmailTrace, utcnow
+from shared.models import Email, EmailStatusChange, EmailTrace, OutboxEntry, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,14 @@ def change_status(
     email.status = status
     if status == "processed":
         email.processed_at = utcnow()
+    if status == "pending_processing" and email.direction == "out":
+        # Back in the outbox (a retry), where the scheduler looks for it;
+        # an email still in flight is there already.
+        session.execute(
+            insert(OutboxEntry)
+            .values(email_id=email.id)
+            .on_conflict_do_nothing(index_elements=["email_id"])
+        )
     session.add(
         EmailStatusChange(
             email_id=email.id,

@@ -42,6 +42,7 @@ from shared.models import (
     Attachment,
     Email,
     EmailStatusChange,
+    OutboxEntry,
     Preferences,
     User,
     utcnow,
@@ -175,6 +176,7 @@ def queue_email(
     # The tag needs the id, which only the database hands out.
     session.flush()
     email.subject = f"{subject.strip()} {system_tag(email.id, prefs)}".strip()
+    session.add(OutboxEntry(email_id=email.id))
     # The first entry of the history has no status before it.
     session.add(
         EmailStatusChange(
@@ -339,17 +341,20 @@ def release_due(limit: int = 1000) -> int:
     """Publish pending emails that are due and not yet (or long ago) published.
 
     Rows are taken with SKIP LOCKED and stamped in the same statement, so
-    two schedulers running at once never publish the same email.
+    two schedulers running at once never publish the same email. Emails
+    finished since the last pass leave the outbox first.
     """
     with session_scope() as session:
         if preferences(session).suspended:
             return 0
+        session.execute(_FINISHED)
         rows = session.execute(
             text(
                 """
                 UPDATE emails SET enqueued_at = now()
                 WHERE id IN (
-                    SELECT e.id FROM emails e
+                    SELECT e.id FROM outbox o
+                    JOIN emails e ON e.id = o.email_id
                     JOIN accounts a ON a.id = e.account_id AND a.active
                     WHERE e.direction = 'out'
                       AND e.status = 'pending_processing'
@@ -369,6 +374,20 @@ def release_due(limit: int = 1000) -> int:
     if published:
         log.info("released %d due emails", published)
     return published
+
+
+# Emails done with, out of the outbox. Their rows are locked, skipping any
+# locked already: a retry holding one to make it pending again is left
+# alone, and one committed meanwhile is seen pending and kept.
+_FINISHED = text(
+    """
+    DELETE FROM outbox WHERE email_id IN (
+        SELECT e.id FROM outbox o JOIN emails e ON e.id = o.email_id
+        WHERE e.status NOT IN ('pending_processing', 'in_process')
+        FOR UPDATE OF e SKIP LOCKED
+    )
+    """
+)
 
 
 def chunked(emails: Iterable[tuple[int, str | None]]) -> Iterator[tuple[int, ...]]:
@@ -410,10 +429,11 @@ def recover_stale_claims() -> int:
         stale = list(
             session.scalars(
                 select(Email)
+                .join(OutboxEntry, OutboxEntry.email_id == Email.id)
                 .where(Email.direction == "out")
                 .where(Email.status == "in_process")
                 .where(Email.claimed_at < utcnow() - timeout)
-                .with_for_update(skip_locked=True)
+                .with_for_update(of=Email, skip_locked=True)
             )
         )
         for email in stale:

@@ -37,6 +37,7 @@ from shared.models import (
     Contact,
     Email,
     EmailStatusChange,
+    OutboxEntry,
     Preferences,
     Template,
     utcnow,
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 _EMAILS = cast(Table, Email.__table__)
 _CHANGES = cast(Table, EmailStatusChange.__table__)
 _FILES = cast(Table, Attachment.__table__)
+_OUTBOX = cast(Table, OutboxEntry.__table__)
 # Emails per commit when chunks are released as they go: the first reaches
 # the sender after this many are stored.
 RELEASE_CHUNK = 200
@@ -125,6 +127,7 @@ def send_campaign(
         db = session.connection()
         db.execute(insert(_EMAILS), rows)
         db.execute(insert(_CHANGES), [batch.queued(i) for i in ids])
+        db.execute(insert(_OUTBOX), [{"email_id": i} for i in ids])
         if attachments:
             db.execute(
                 insert(_FILES),

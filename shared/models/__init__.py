@@ -18,7 +18,13 @@ from shared.models.directory import (
     Employee,
     User,
 )
-from shared.models.emails import Attachment, Email, EmailStatusChange, EmailTrace
+from shared.models.emails import (
+    Attachment,
+    Email,
+    EmailStatusChange,
+    EmailTrace,
+    OutboxEntry,
+)
 from shared.models.records import Activity, Campaign, Case, Lead
 
 __all__ = [
@@ -39,6 +45,7 @@ __all__ = [
     "Lead",
     "MailboxFolder",
     "MailboxPoll",
+    "OutboxEntry",
     "Pop3Uidl",
     "Preferences",
     "ScheduledJob",

@@ -55,17 +55,14 @@ class Email(Timestamped, Base):
             postgresql_where=text("direction = 'in' AND message_id IS NOT NULL"),
         ),
         Index("ix_emails_message_id", "message_id"),
-        # The scheduler's and sender's hot path: due outgoing mail.
-        Index(
-            "ix_emails_outbox",
-            "scheduled_at",
-            postgresql_where=text(
-                "direction = 'out' AND status = 'pending_processing'"
-            ),
-        ),
-        Index("ix_emails_status", "status", "archived"),
-        Index("ix_emails_campaign", "campaign_id", "status"),
+        # No index may hold (or filter on) a column that the sender's claim
+        # and record change (status, attempts, claimed_at, sent_at, ...):
+        # then those updates are HOT, rewriting no index entry. Due mail is
+        # found through OutboxEntry instead.
+        Index("ix_emails_campaign", "campaign_id"),
         Index("ix_emails_to_lower", func.lower(text("to_address"))),
+        # Room on each page for the new versions of those HOT updates.
+        {"postgresql_with": {"fillfactor": 75}},
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -143,6 +140,23 @@ class Email(Timestamped, Base):
     headers: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict)
     # Values a template was rendered with, kept to render it again if needed.
     context: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+
+
+class OutboxEntry(Base):
+    """An outgoing email not finished yet: pending, or claimed by a sender.
+
+    The scheduler finds due and stale mail here, a table as small as the
+    mail in flight, rather than through an index on ``emails.status`` that
+    would cost every claim and record an index rewrite. A row is added
+    whenever an email becomes pending and removed by the scheduler once the
+    email is processed, failed or canceled, off the sender's path.
+    """
+
+    __tablename__ = "outbox"
+
+    email_id: Mapped[int] = mapped_column(
+        ForeignKey("emails.id", ondelete="CASCADE"), primary_key=True
+    )
 
 
 class EmailStatusChange(Base):
