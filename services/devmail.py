@@ -452,6 +452,21 @@ class _Recorder:
                     return f"{code} {text}"
         return None
 
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        failure = self._failure("EHLO")
+        if failure is not None:
+            return [failure]
+        # With this hook, aiosmtpd leaves greeting the client to the handler.
+        session.host_name = hostname
+        return responses
+
     async def handle_RCPT(
         self,
         server: SMTP,
@@ -534,7 +549,7 @@ class SmtpServer:
     def fail_next(
         self, code: int, text: str, count: int = 1, *, at: str = "DATA"
     ) -> None:
-        """Answer the next ``count`` DATA (or RCPT) commands with this reply."""
+        """Answer the next ``count`` DATA (RCPT, EHLO) commands with this reply."""
         with self._recorder.arrived:
             self._recorder.failures.extend([(at, code, text)] * count)
 

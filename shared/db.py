@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
+import psycopg
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -47,6 +49,21 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+@contextmanager
+def driver_autocommit() -> Iterator[psycopg.Connection[Any]]:
+    """A pooled connection as the driver's own, each statement its own commit.
+
+    For hot paths: SQLAlchemy's handling of a statement can cost more CPU
+    than PostgreSQL spends running it. The pool restores the connection's
+    isolation level when it is given back.
+    """
+    engine = get_engine()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        driver = conn.connection.driver_connection
+        assert isinstance(driver, psycopg.Connection)
+        yield driver
 
 
 def create_database_if_missing(url: str) -> bool:

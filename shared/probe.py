@@ -3,7 +3,8 @@
 Incoming: connect, TLS, login, then the root folder (IMAP) or STAT (POP3).
 Outgoing: connect, TLS, EHLO, login (SMTP AUTH), and on request a short test
 email sent straight over SMTP. Each step is reported with the server's words
-when it fails; the steps after a failure are not tried.
+when it fails; the steps after a failure are not tried. A server the account
+does not have is skipped (a test email needs the outgoing one).
 """
 
 from __future__ import annotations
@@ -151,6 +152,14 @@ def _check_pop3(account: Account, server: str, progress: Progress) -> None:
 
 
 def _check_outgoing(account: Account, send_to: str | None) -> ServerReport:
+    if not account.outgoing_host and send_to is None:
+        return ServerReport(
+            "outgoing",
+            "-",
+            "-",
+            "-",
+            skipped="receive-only account: no outgoing server",
+        )
     report = ServerReport(
         "outgoing",
         "SMTP",

@@ -143,7 +143,7 @@ def broker(broker_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     installed.declare_queue(QUEUE)
     installed.flush_all()
     # Retries after a temporary failure come in tenths of seconds here.
-    monkeypatch.setattr(delivery, "RETRY_BASE_SECONDS", 0.1)
+    monkeypatch.setattr(delivery.records, "RETRY_BASE_SECONDS", 0.1)
     yield broker_url
     installed.flush_all()
     installed.close()
@@ -606,7 +606,7 @@ def test_a_failure_in_the_middle_of_a_chunk_affects_only_that_email(
     make_account(smtp_server)
     set_preferences(resend_attempts=1)
     first, middle, last = queue_unreleased(3)
-    real_transmit = delivery.transmit
+    real_transmit = delivery.send.transmit
     calls: list[int] = []
 
     def transmit(connection: smtp.Connection, *args: Any) -> smtp.Accepted:
@@ -615,9 +615,9 @@ def test_a_failure_in_the_middle_of_a_chunk_affects_only_that_email(
             smtp_server.fail_next(451, "Mailbox busy")
         return real_transmit(connection, *args)
 
-    monkeypatch.setattr(delivery, "transmit", transmit)
+    monkeypatch.setattr(delivery.send, "transmit", transmit)
     # The retry is published; no worker runs here to take it.
-    monkeypatch.setattr(delivery, "_republish", lambda claim, delay: None)
+    monkeypatch.setattr(delivery.records, "republish", lambda claim, delay: None)
 
     outcomes = delivery.deliver_chunk((first, middle, last))
 
