@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from sqlalchemy import Engine, create_engine, text
+from psycopg import sql
+from psycopg.types.json import Jsonb
+from sqlalchemy import JSON, Connection, Engine, Table, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -64,6 +66,47 @@ def driver_autocommit() -> Iterator[psycopg.Connection[Any]]:
         driver = conn.connection.driver_connection
         assert isinstance(driver, psycopg.Connection)
         yield driver
+
+
+def copy_rows(
+    connection: Connection, table: Table, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """Insert rows with COPY, in the connection's transaction.
+
+    For thousands of rows COPY costs a fraction of INSERT, on both sides.
+    Every row names the same columns; a column left out takes its Python
+    default, as with INSERT, or else the server's.
+    """
+    if not rows:
+        return
+    given = list(rows[0])
+    defaults = [
+        (column.name, column.default)
+        for column in table.columns
+        if column.name not in given
+        and column.default is not None
+        and (column.default.is_scalar or column.default.is_callable)
+    ]
+    names = given + [name for name, _ in defaults]
+    json = {c.name for c in table.columns if isinstance(c.type, JSON)}
+    filled = [
+        default.arg if default.is_scalar else default.arg(None)  # type: ignore[attr-defined]
+        for _, default in defaults
+    ]
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, names))
+    )
+    driver = connection.connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    with driver.cursor().copy(statement) as copy:
+        for row in rows:
+            values = [row[name] for name in given] + filled
+            copy.write_row(
+                [
+                    Jsonb(v) if n in json and v is not None else v
+                    for n, v in zip(names, values, strict=True)
+                ]
+            )
 
 
 def create_database_if_missing(url: str) -> bool:

@@ -21,13 +21,14 @@ from datetime import datetime
 from email.utils import make_msgid
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select, text
+from sqlalchemy import Table, select, text
 from sqlalchemy.orm import Session
 
 from shared import outbox
 from shared.campaigns.audience import audience_of, select_recipients
 from shared.campaigns.common import CHUNK, SKIP_REASONS, CampaignError, chunks
 from shared.campaigns.unsubscribe import bulk_headers
+from shared.db import copy_rows
 from shared.errors import NotFound, SysmailError
 from shared.mail.compose import Composition, InvalidHeader, build_raw, guess_type
 from shared.models import (
@@ -121,17 +122,16 @@ def send_campaign(
     ]
     if release is not None:
         _mark_queued(session, campaign, queued, at)
-    # Core inserts on the session's connection: the ORM's bulk path would
-    # spend as long again sorting out rows that are plain already.
+    # COPY on the session's connection: the ORM's bulk path would spend as
+    # long again sorting out rows that are plain already, INSERT half as long.
     for ids, rows in stored:
         db = session.connection()
-        db.execute(insert(_EMAILS), rows)
-        db.execute(insert(_CHANGES), [batch.queued(i) for i in ids])
-        db.execute(insert(_OUTBOX), [{"email_id": i} for i in ids])
+        copy_rows(db, _EMAILS, rows)
+        copy_rows(db, _CHANGES, [batch.queued(i) for i in ids])
+        copy_rows(db, _OUTBOX, [{"email_id": i} for i in ids])
         if attachments:
-            db.execute(
-                insert(_FILES),
-                [_attachment(i, *a) for i in ids for a in attachments],
+            copy_rows(
+                db, _FILES, [_attachment(i, *a) for i in ids for a in attachments]
             )
         queued.email_ids.extend(ids)
         if release is not None:

@@ -53,13 +53,16 @@ class _Sent:
 
 # Status and history of every email of a group in one statement. It also
 # applies to an email whose claim was taken back meanwhile: it was sent, it
-# must not go again.
+# must not go again. Every part of the statement sees the rows as they were
+# before it, so ``before`` holds the status being left.
 _PROCESSED = """
     WITH sent AS (
         SELECT * FROM unnest(%(ids)s::bigint[], %(at)s::timestamptz[],
                              %(reasons)s::text[], %(codes)s::int[],
                              %(replies)s::text[])
             AS s(id, at, reason, code, reply)
+    ), before AS (
+        SELECT e.id, e.status FROM emails e JOIN sent ON sent.id = e.id
     ), done AS (
         UPDATE emails e
         SET status = 'processed', sent_at = sent.at, processed_at = sent.at,
@@ -70,7 +73,9 @@ _PROCESSED = """
     )
     INSERT INTO email_status_changes
         (email_id, at, from_status, to_status, reason, smtp_code, server_reply)
-    SELECT id, at, 'in_process', 'processed', reason, code, reply FROM done
+    SELECT done.id, done.at, before.status, 'processed', done.reason, done.code,
+           done.reply
+    FROM done JOIN before ON before.id = done.id
 """
 
 

@@ -18,7 +18,7 @@ from shared.delivery import claims
 from shared.delivery.claims import Claim, Driver, Outcome
 from shared.delivery.records import RECORDS, record_failure
 from shared.errors import DeliveryError, PermanentFailure, SysmailError
-from shared.mail.smtp import POOL, Connection, transmit
+from shared.mail.smtp import POOL, Connection, ConnectionDropped, transmit
 from shared.messages import SendEmail
 from shared.models import Account, Email, utcnow
 
@@ -70,15 +70,8 @@ def _deliver_by_hand(db: Driver, email_id: int, account: Account) -> Outcome:
         if connection is None:
             assert trouble is not None
             return record_failure(claim, trouble, True)
-        try:
-            accepted = transmit(
-                connection, claim.envelope_from, claim.recipients, claim.raw
-            )
-        except DeliveryError as exc:
-            POOL.discard(connection)
-            connection = None
-            return record_failure(claim, exc, True)
-        return RECORDS.record(db, claim, accepted)
+        outcome, connection = _send(db, connection, claim, manual=True)
+        return outcome
     except BaseException:
         if connection is not None:
             POOL.discard(connection)
@@ -174,16 +167,31 @@ def _deliver_for(
 
 
 def _send(
-    db: Driver, connection: Connection, claim: Claim
+    db: Driver, connection: Connection, claim: Claim, *, manual: bool = False
 ) -> tuple[Outcome, Connection | None]:
-    """One email over the connection; the connection is None after a failure."""
+    """One email over the connection; the connection is None after a failure.
+
+    A pooled connection the server closed while it was idle is replaced
+    once, at no cost of an attempt: the email had not reached the server.
+    """
     try:
-        accepted = transmit(
-            connection, claim.envelope_from, claim.recipients, claim.raw
-        )
+        try:
+            accepted = transmit(
+                connection, claim.envelope_from, claim.recipients, claim.raw
+            )
+        except ConnectionDropped:
+            POOL.discard(connection)
+            fresh, trouble = POOL.take(claim.account, claim.email_id)
+            if fresh is None:
+                assert trouble is not None
+                return record_failure(claim, trouble, manual), None
+            connection = fresh
+            accepted = transmit(
+                connection, claim.envelope_from, claim.recipients, claim.raw
+            )
     except DeliveryError as exc:
         POOL.discard(connection)
-        return record_failure(claim, exc, False), None
+        return record_failure(claim, exc, manual), None
     return RECORDS.record(db, claim, accepted), connection
 
 

@@ -9,6 +9,7 @@ Passwords never appear in a message or a log line.
 
 from __future__ import annotations
 
+import functools
 import imaplib
 import logging
 import poplib
@@ -86,8 +87,14 @@ def outgoing_server(account: Account) -> tuple[str, int]:
 
 def tls_context(verify: bool) -> ssl.SSLContext:
     """The system's CAs plus SYSMAIL_CA_FILE; no checks when verify is off."""
+    return _tls_context(verify, get_settings().ca_file)
+
+
+# Loading the system's CAs costs milliseconds, more than sending an email;
+# a context is made once per setting and shared by every connection.
+@functools.lru_cache(maxsize=8)
+def _tls_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
     context = ssl.create_default_context()
-    ca_file = get_settings().ca_file
     if ca_file:
         try:
             context.load_verify_locations(cafile=ca_file)

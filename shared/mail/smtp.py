@@ -37,6 +37,10 @@ _ACCEPTED = 250
 _RCPT_OK = (250, 251)
 
 
+class ConnectionDropped(TemporaryFailure):
+    """The server had closed the connection before MAIL: nothing was sent."""
+
+
 @dataclass
 class Connection:
     client: smtplib.SMTP
@@ -136,7 +140,9 @@ def transmit(
 ) -> Accepted:
     """MAIL, RCPT, DATA; keeps the final reply, which sendmail() drops.
 
-    Raises TemporaryFailure (4xx, connection lost) or PermanentFailure (5xx).
+    Raises TemporaryFailure (4xx, connection lost) or PermanentFailure (5xx);
+    ConnectionDropped when the connection was gone before MAIL, so the
+    email can go over a new one at once, no attempt spent.
     """
     client, server = connection.client, connection.server
     for address in (sender, *recipients):
@@ -147,6 +153,9 @@ def transmit(
         # fifth of the sender's CPU, for addresses checked at queue time.
         # Line breaks and brackets are refused above.
         code, reply = client.docmd("MAIL", f"FROM:<{sender}>")
+    except (smtplib.SMTPServerDisconnected, OSError) as exc:
+        raise ConnectionDropped(f"send: {server}: connection lost: {exc}") from exc
+    try:
         if code != _ACCEPTED:
             raise smtplib.SMTPSenderRefused(code, reply, sender)
         refused: dict[str, tuple[int, str]] = {}

@@ -16,11 +16,11 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from sqlalchemy import select
 
 from config.settings import reset_settings
-from services.devmail import SmtpServer
+from services.devmail import SmtpServer, free_port
 from shared import delivery, outbox
 from shared.bus import STAGES, install_broker, publish
 from shared.crypto import encrypt
-from shared.db import session_scope
+from shared.db import driver_autocommit, session_scope
 from shared.mail import smtp
 from shared.messages import SendEmail
 from shared.models import (
@@ -634,3 +634,112 @@ def test_a_failure_in_the_middle_of_a_chunk_affects_only_that_email(
     assert "451" in (email(middle).last_error or "")
     received = [parsed(raw)["Message-ID"] for _, _, raw in smtp_server.messages]
     assert sorted(received) == sorted(email(i).message_id for i in (first, last))
+
+
+def test_a_pooled_connection_the_server_dropped_is_replaced_at_no_attempt(
+    smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_account(smtp_server)
+    first, second = queue_unreleased(2)
+    monkeypatch.setattr(delivery.records, "republish", lambda claim, delay: None)
+    assert delivery.deliver(first).status == "processed"
+
+    # The server goes away and comes back: the idle pooled connection is dead.
+    smtp_server.stop()
+    smtp_server.start()
+    outcome = delivery.deliver(second)
+
+    assert outcome.status == "processed"
+    assert email(second).attempts == 1
+    assert [c.to_status for c in history(second)] == [
+        "pending_processing",
+        "in_process",
+        "processed",
+    ]
+    assert len(smtp_server.messages) == 2
+
+
+def test_emails_already_queued_stay_unsent_once_processing_is_suspended(
+    smtp_server: SmtpServer,
+) -> None:
+    make_account(smtp_server)
+    ids = queue_unreleased(3)
+    outbox.release(ids)
+    set_preferences(suspended=True)
+
+    # The queue message arrives after the suspension.
+    outcomes = delivery.deliver_chunk(ids)
+
+    assert [o.status for o in outcomes] == ["pending_processing"] * 3
+    assert all(email(i).attempts == 0 for i in ids)
+    assert smtp_server.messages == []
+    set_preferences(suspended=False)
+    assert outbox.release_due() == 3
+
+
+def test_a_refused_connection_returns_the_email_to_pending_while_attempts_remain(
+    smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_account(smtp_server, outgoing_port=free_port())
+    set_preferences(resend_attempts=1)
+    monkeypatch.setattr(delivery.records, "republish", lambda claim, delay: None)
+    [email_id] = queue_unreleased(1)
+
+    first = delivery.deliver(email_id)
+
+    assert first.status == "pending_processing"
+    change = history(email_id)[-1]
+    assert "temporary failure, attempt 1 of 2" in change.reason
+    assert "connect" in (email(email_id).last_error or "")
+    with session_scope() as session:
+        account = session.get(Account, "support")
+        assert account is not None
+        account.outgoing_port = smtp_server.port
+    assert delivery.deliver(email_id).status == "processed"
+    assert email(email_id).attempts == 2
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_a_server_certificate_nobody_trusts_is_refused_unless_checks_are_off(
+    smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch, verify: bool
+) -> None:
+    monkeypatch.delenv("SYSMAIL_CA_FILE")
+    reset_settings()
+    make_account(smtp_server, outgoing_verify_tls=verify)
+    [email_id] = queue_unreleased(1)
+
+    outcome = delivery.deliver(email_id)
+
+    if verify:
+        assert outcome.status == "failed"
+        assert "certificate" in (email(email_id).last_error or "")
+        assert smtp_server.messages == []
+    else:
+        assert outcome.status == "processed"
+        assert len(smtp_server.messages) == 1
+    reset_settings()
+
+
+def test_an_email_sent_after_its_claim_was_taken_back_is_recorded_from_pending(
+    smtp_server: SmtpServer,
+) -> None:
+    make_account(smtp_server)
+    [email_id] = queue_unreleased(1)
+    with session_scope() as session:
+        account = session.get(Account, "support")
+        assert account is not None
+    claim = delivery.claims.Claim(
+        email_id=email_id,
+        attempts=1,
+        account=account,
+        envelope_from=account.address,
+        recipients=["reader0@example.test"],
+        raw=b"",
+    )
+
+    with driver_autocommit() as db:
+        delivery.records.RECORDS.record(db, claim, smtp.Accepted(250, "Queued"))
+
+    last = history(email_id)[-1]
+    assert (last.from_status, last.to_status) == ("pending_processing", "processed")
+    assert email(email_id).status == "processed"
