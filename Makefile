@@ -46,7 +46,7 @@ bench: $(STAMP)
 	@bash scripts/install-dovecot.sh
 	@$(PY) bench/outgoing.py --recipients $${N:-5000}
 
-up:
+up: .env
 	$(COMPOSE) up -d postgres rabbitmq redis mailserver
 
 down:

@@ -439,10 +439,11 @@ Received = tuple[str, list[str], bytes]
 class _Recorder:
     """The SMTP handler: keeps what it receives, or fails as told."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, offer_auth: bool = True) -> None:
         self.messages: list[Received] = []
         self.failures: list[tuple[str, int, str]] = []
         self.arrived = threading.Condition()
+        self.offer_auth = offer_auth
 
     def _failure(self, command: str) -> str | None:
         with self.arrived:
@@ -461,10 +462,14 @@ class _Recorder:
         responses: list[str],
     ) -> list[str]:
         failure = self._failure("EHLO")
+        if failure is None and session.ssl is not None:
+            failure = self._failure("EHLO after STARTTLS")
         if failure is not None:
             return [failure]
         # With this hook, aiosmtpd leaves greeting the client to the handler.
         session.host_name = hostname
+        if not self.offer_auth:
+            return [r for r in responses if not r.startswith("250-AUTH")]
         return responses
 
     async def handle_RCPT(
@@ -508,7 +513,11 @@ def _quiet_auth_warning(record: logging.LogRecord) -> bool:
 class SmtpServer:
     """An SMTP server in a thread: STARTTLS offered, implicit TLS on a second
     port, AUTH PLAIN and LOGIN against ``users``, required when there are
-    users. Received messages are kept in ``messages``."""
+    users. Received messages are kept in ``messages``.
+
+    Without ``certificates`` it offers no STARTTLS and no TLS port; with
+    ``offer_auth`` off its EHLO does not list AUTH and no login is required.
+    """
 
     def __init__(
         self,
@@ -518,13 +527,15 @@ class SmtpServer:
         port: int | None = None,
         ssl_port: int | None = None,
         implicit_tls: bool = True,
+        offer_auth: bool = True,
     ) -> None:
         self.host = HOST
         self.port = port or free_port()
         self.ssl_port = 0
         self.users: dict[str, str] = dict(users or {})
         self.certificates = certificates
-        self._recorder = _Recorder()
+        self.offer_auth = offer_auth
+        self._recorder = _Recorder(offer_auth=offer_auth)
         self._controllers: list[Controller] = []
         if certificates is not None and implicit_tls:
             self.ssl_port = ssl_port or free_port()
@@ -549,7 +560,11 @@ class SmtpServer:
     def fail_next(
         self, code: int, text: str, count: int = 1, *, at: str = "DATA"
     ) -> None:
-        """Answer the next ``count`` DATA (RCPT, EHLO) commands with this reply."""
+        """Answer the next ``count`` DATA (RCPT, EHLO) commands with this reply.
+
+        ``at="EHLO after STARTTLS"`` spares the first EHLO of a connection and
+        answers the one the client sends once TLS is up.
+        """
         with self._recorder.arrived:
             self._recorder.failures.extend([(at, code, text)] * count)
 
@@ -589,7 +604,7 @@ class SmtpServer:
         self._controllers.clear()
 
     def _smtp_parameters(self) -> dict[str, Any]:
-        if not self.users:
+        if not self.users or not self.offer_auth:
             return {"auth_require_tls": False}
         return {
             "authenticator": self._authenticate,

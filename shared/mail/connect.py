@@ -9,12 +9,12 @@ Passwords never appear in a message or a log line.
 
 from __future__ import annotations
 
-import functools
 import imaplib
 import logging
 import poplib
 import smtplib
 import ssl
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -56,6 +56,7 @@ _DEFAULT_PORTS = {
 class Progress:
     """How far one connection got: the steps passed and the one under way.
 
+    A step taken twice (SMTP's EHLO, again under STARTTLS) is listed once.
     When an open_* function raises, ``current`` is the step that failed.
     """
 
@@ -86,14 +87,23 @@ def outgoing_server(account: Account) -> tuple[str, int]:
 
 
 def tls_context(verify: bool) -> ssl.SSLContext:
-    """The system's CAs plus SYSMAIL_CA_FILE; no checks when verify is off."""
-    return _tls_context(verify, get_settings().ca_file)
+    """The system's CAs plus SYSMAIL_CA_FILE; no checks when verify is off.
+
+    Loading the CAs costs milliseconds, more than sending an email, so a
+    context is made once per setting and shared by every connection.
+    """
+    key = (verify, get_settings().ca_file)
+    with _contexts_lock:
+        if key not in _contexts:
+            _contexts[key] = _new_tls_context(*key)
+        return _contexts[key]
 
 
-# Loading the system's CAs costs milliseconds, more than sending an email;
-# a context is made once per setting and shared by every connection.
-@functools.lru_cache(maxsize=8)
-def _tls_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
+_contexts: dict[tuple[bool, str | None], ssl.SSLContext] = {}
+_contexts_lock = threading.Lock()
+
+
+def _new_tls_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
     context = ssl.create_default_context()
     if ca_file:
         try:
@@ -142,7 +152,8 @@ def step(name: str, server: str, progress: Progress) -> Iterator[None]:
         raise TemporaryFailure(f"{name}: {server}: {_text(exc)}") from exc
     except (imaplib.IMAP4.error, poplib.error_proto) as exc:
         raise PermanentFailure(f"{name}: {server}: {_text(exc)}") from exc
-    progress.done.append(name)
+    if name not in progress.done:
+        progress.done.append(name)
     progress.current = None
 
 
@@ -324,6 +335,8 @@ def open_smtp(account: Account, progress: Progress | None = None) -> smtplib.SMT
             log.debug("account %s: SMTP STARTTLS %s", account.id, server)
             with step(TLS, server, progress):
                 _smtp_starttls(client, context, server)
+            # Asked again: under TLS a server may offer more, AUTH above all.
+            with step(EHLO, server, progress):
                 _smtp_ehlo(client, server)
         credentials = _smtp_credentials(account, server)
         if credentials is not None:

@@ -19,20 +19,23 @@ from tests.e2e.conftest import ROOT, wait_until
 def test_demo_creates_cases_and_sends_replies_within_a_minute(
     system_env: dict[str, str], tmp_path: Path
 ) -> None:
-    log = (tmp_path / "demo.log").open("w")
-    log = (tmp_path / "demo.log").open("w")
-    demo = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "demo", "--run-dir", str(tmp_path / "demo")],
-        cwd=ROOT,
-        env=system_env,
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-    )
+    run_dir, log = tmp_path / "demo", tmp_path / "demo.log"
+    command = [sys.executable, "-m", "cli.main", "demo", "--run-dir", str(run_dir)]
+    # The demo writes its log through its own copy of the file.
+    with log.open("w") as stderr:
+        demo = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=system_env,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+    output = demo.stdout
+    assert output is not None
     lines: list[str] = []
     reader = threading.Thread(
-        target=lambda: lines.extend(iter(demo.stdout.readline, "")),  # type: ignore[union-attr]
-        daemon=True,
+        target=lambda: lines.extend(iter(output.readline, "")), daemon=True
     )
     reader.start()
 
@@ -43,13 +46,13 @@ def test_demo_creates_cases_and_sends_replies_within_a_minute(
     try:
         got = wait_until(replies, timeout=60)
     except AssertionError as exc:
-        log.flush()
-        tail = (tmp_path / "demo.log").read_text()[-3000:]
+        tail = log.read_text()[-3000:]
         raise AssertionError(f"demo printed {lines}; its log ends:\n{tail}") from exc
     finally:
         demo.send_signal(signal.SIGINT)
         code = demo.wait(60)
-        log.close()
+        reader.join(10)
+        output.close()
 
     assert code == 0
     assert any("to carol@acme.test: We received your message" in x for x in got)

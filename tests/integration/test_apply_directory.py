@@ -204,6 +204,28 @@ def test_templates_apply_list_and_show(tmp_path: Path) -> None:
     ]
 
 
+def test_templates_apply_leaves_templates_the_file_does_not_name_alone(
+    tmp_path: Path,
+) -> None:
+    first = {
+        "templates": [
+            {"id": "ack", "subject": "Received", "text": "Thanks."},
+            {"id": "bye", "subject": "Closed", "text": "Goodbye {{ name }}."},
+        ]
+    }
+    second = {"templates": [{"id": "ack", "subject": "Got it", "text": "Thank you."}]}
+    sysmail("templates", "apply", write(tmp_path / "first.yaml", first))
+
+    result = sysmail("templates", "apply", write(tmp_path / "second.yaml", second))
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "0 templates created, 1 updated"
+    bye = json.loads(sysmail("templates", "show", "bye", "--json").stdout)
+    assert (bye["subject"], bye["text"]) == ("Closed", "Goodbye {{ name }}.")
+    listed_ = json.loads(sysmail("templates", "list", "--json").stdout)
+    assert [t["id"] for t in listed_] == ["ack", "bye"]
+
+
 def test_a_template_with_a_syntax_error_is_rejected_with_its_line(
     tmp_path: Path,
 ) -> None:

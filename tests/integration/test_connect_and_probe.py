@@ -4,6 +4,7 @@ Dovecot for IMAP and POP3, aiosmtpd for SMTP, both with the run's own CA."""
 from __future__ import annotations
 
 import email
+import json
 import os
 import re
 import socket
@@ -11,12 +12,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from cli.main import cli as sysmail
 from cli.probe import test_command as accounts_test
 from config.settings import reset_settings
-from services.devmail import Dovecot, SmtpServer, free_port
+from services.devmail import Certificates, Dovecot, SmtpServer, free_port
 from shared.crypto import encrypt
 from shared.db import session_scope
 from shared.errors import PermanentFailure, TemporaryFailure
@@ -381,6 +382,99 @@ def test_an_smtp_server_saying_try_later_is_a_temporary_failure(
     assert failure(report, "outgoing") == ("send", "451 try again later")
 
 
+@pytest.fixture
+def smtp_without_starttls() -> Iterator[SmtpServer]:
+    """No certificates, so its EHLO does not offer STARTTLS."""
+    server = SmtpServer(None, {"sysmail@example.test": "smtp-secret"})
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def smtp_without_auth(tls_ca: Certificates) -> Iterator[SmtpServer]:
+    """STARTTLS offered, AUTH not: its EHLO does not list it."""
+    server = SmtpServer(
+        tls_ca, {"sysmail@example.test": "smtp-secret"}, offer_auth=False
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+def cli_outgoing_test(smtp: SmtpServer) -> tuple[Result, list[tuple[str, bool]]]:
+    """`sysmail accounts test --json` of a send-only STARTTLS account of that
+    server, with the outgoing steps it reported."""
+    make_account(
+        "support@example.test",
+        protocol="none",
+        smtp=smtp,
+        outgoing_encryption="starttls",
+    )
+    result = CliRunner().invoke(sysmail, ["accounts", "test", "support", "--json"])
+    servers = json.loads(result.stdout)["servers"]
+    [outgoing] = [s for s in servers if s["role"] == "outgoing"]
+    return result, [(s["step"], s["ok"]) for s in outgoing["steps"]]
+
+
+def test_an_smtp_server_refusing_ehlo_fails_at_ehlo(
+    smtp_server: SmtpServer,
+) -> None:
+    smtp_server.fail_next(554, "no service for you", at="EHLO")
+
+    result, outgoing = cli_outgoing_test(smtp_server)
+
+    assert result.exit_code == 1
+    assert outgoing == [("connect", True), ("EHLO", False)]
+    [summary] = result.stderr.splitlines()
+    assert summary.endswith("failed at EHLO: 554 no service for you")
+
+
+def test_an_ehlo_refused_after_starttls_fails_at_ehlo_not_at_tls(
+    smtp_server: SmtpServer,
+) -> None:
+    smtp_server.fail_next(554, "no service for you", at="EHLO after STARTTLS")
+
+    result, outgoing = cli_outgoing_test(smtp_server)
+
+    assert result.exit_code == 1
+    assert outgoing == [
+        ("connect", True),
+        ("EHLO", True),
+        ("TLS", True),
+        ("EHLO", False),
+    ]
+    [summary] = result.stderr.splitlines()
+    assert summary.endswith("failed at EHLO: 554 no service for you")
+
+
+def test_a_server_without_starttls_fails_at_tls_when_the_account_asks_for_it(
+    smtp_without_starttls: SmtpServer,
+) -> None:
+    result, outgoing = cli_outgoing_test(smtp_without_starttls)
+
+    assert result.exit_code == 1
+    assert outgoing == [("connect", True), ("EHLO", True), ("TLS", False)]
+    [summary] = result.stderr.splitlines()
+    assert summary.endswith("failed at TLS: STARTTLS is not offered")
+
+
+def test_a_server_without_auth_fails_at_login_when_the_account_has_one(
+    smtp_without_auth: SmtpServer,
+) -> None:
+    result, outgoing = cli_outgoing_test(smtp_without_auth)
+
+    assert result.exit_code == 1
+    assert outgoing == [
+        ("connect", True),
+        ("EHLO", True),
+        ("TLS", True),
+        ("login", False),
+    ]
+    [summary] = result.stderr.splitlines()
+    assert summary.endswith("failed at login: AUTH is not offered")
+
+
 def test_cli_prints_every_step_and_exits_zero_when_all_pass(
     dovecot: Dovecot, mailbox: str, smtp_server: SmtpServer
 ) -> None:
@@ -434,6 +528,14 @@ def test_cli_rejects_an_unknown_account(smtp_server: SmtpServer) -> None:
 
     assert result.exit_code != 0
     assert "nosuch" in str(result.exception)
+
+
+def test_the_sysmail_command_says_an_unknown_account_in_one_line() -> None:
+    result = CliRunner().invoke(sysmail, ["accounts", "test", "nosuch"])
+
+    assert result.exit_code == 1
+    assert result.stderr == "sysmail: error: account 'nosuch' does not exist\n"
+    assert result.stdout == ""
 
 
 def test_a_server_that_never_answers_times_out_as_a_temporary_failure() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,10 @@ from cli.main import cli
 from shared.bus import STAGES
 
 ROOT = Path(__file__).resolve().parents[2]
+
+# RabbitMQ's built-in login, the one the local broker and the tests use too.
+BROKER_GUEST = "guest"
+URL_LOGIN = re.compile(r"://[^:/@]+:(?P<password>\$\{[^}]*\}|[^@]*)@")
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +76,58 @@ def test_no_secret_has_a_default_in_the_compose_file(
 
     for key in ("SYSMAIL_SECRET_KEY", "SYSMAIL_ADMIN_PASSWORD"):
         assert env[key].startswith("${") and ":?" in env[key]
+
+
+def interpolated(value: str) -> bool:
+    """``${VAR:?message}``: taken from the environment, refused when unset."""
+    return bool(re.fullmatch(r"\$\{[A-Z_]+:\?[^}]*\}", value))
+
+
+def url_password(url: str) -> str | None:
+    found = URL_LOGIN.search(url)
+    return found.group("password") if found else None
+
+
+def test_no_service_has_a_literal_password(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        environment = service.get("environment", {})
+        assert isinstance(environment, dict), name
+
+        for key, value in environment.items():
+            if "PASSWORD" in key or "SECRET" in key:
+                assert interpolated(value), f"{name}: {key}"
+            password = url_password(str(value))
+            if password is not None and password != BROKER_GUEST:
+                assert interpolated(password), f"{name}: {key}"
+
+
+def test_postgres_takes_its_password_from_the_environment_as_every_service_does(
+    compose: dict[str, Any],
+) -> None:
+    postgres = compose["services"]["postgres"]["environment"]
+    urls = [
+        compose["services"][name]["environment"]["SYSMAIL_DATABASE_URL"]
+        for name in sysmail_services(compose)
+    ]
+    login = f"postgresql+psycopg://{postgres['POSTGRES_USER']}:"
+
+    assert postgres["POSTGRES_PASSWORD"].startswith("${SYSMAIL_DB_PASSWORD:?")
+    assert {url_password(url) for url in urls} == {postgres["POSTGRES_PASSWORD"]}
+    assert all(url.startswith(login) for url in urls)
+
+
+def test_the_generated_env_gives_the_local_processes_that_password() -> None:
+    printed = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "dev-env.sh")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    env = dict(line.split("=", 1) for line in printed.splitlines() if "=" in line)
+    password = env["SYSMAIL_DB_PASSWORD"]
+
+    assert len(password) >= 32
+    assert env["SYSMAIL_DATABASE_URL"] == (
+        f"postgresql+psycopg://postgres:{password}@127.0.0.1:5432/sysmail"
+    )
