@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import sys
 from contextlib import ExitStack
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
-from cli.output import emit, json_option
+from cli.output import at_option, emit, json_option, parse_at
 from shared import campaigns as domain
 from shared.db import session_scope
-from shared.errors import ConfigError
 from shared.mail.compose import guess_type
 from shared.models import utcnow
 from shared.outbox import release
@@ -82,20 +80,9 @@ def create(
         click.echo(f"campaign {campaign_id} created: contacts of the directory")
 
 
-def _parse_at(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        at = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise ConfigError(f"--at: not an ISO-8601 time: {value}") from exc
-    # A time without a zone is taken as UTC, the zone of every stored time.
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
-
-
 @campaigns.command("send")
 @click.argument("campaign_id")
-@click.option("--at", "at_text", metavar="ISO-8601", help="Send at this time.")
+@at_option
 @click.option(
     "--attach",
     "attach",
@@ -108,7 +95,7 @@ def send(campaign_id: str, at_text: str | None, attach: tuple[Path, ...]) -> Non
 
     A progress line on stderr follows the queuing of a large campaign.
     """
-    at = _parse_at(at_text)
+    at = parse_at(at_text)
     attachments = [(p.name, guess_type(p.name), p.read_bytes()) for p in attach]
 
     with ExitStack() as stack:

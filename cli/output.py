@@ -1,4 +1,5 @@
-"""How commands print: tables for people, JSON for programs."""
+"""How commands print (tables for people, JSON for programs), and the
+options several commands share."""
 
 from __future__ import annotations
 
@@ -9,11 +10,39 @@ from typing import Any, TypeVar
 
 import click
 
+from shared.errors import ConfigError
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(fn)
+
+
+def at_option(fn: F) -> F:
+    """``--at``: when to send, read by ``parse_at``."""
+    return click.option(
+        "--at",
+        "at_text",
+        metavar="ISO-8601",
+        help=(
+            "Send at this time, not now. Without a zone (2026-12-24T09:00) it "
+            "is this machine's local time; with one (+01:00, Z), that zone's."
+        ),
+    )(fn)
+
+
+def parse_at(value: str | None) -> datetime | None:
+    """The time given to ``--at``; one without a zone is this machine's
+    local time, as a person reading a clock means it."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ConfigError(f"--at {value!r} is not an ISO-8601 time") from exc
+    # astimezone() reads a time without a zone as local time.
+    return moment if moment.tzinfo else moment.astimezone()
 
 
 def _default(value: object) -> object:

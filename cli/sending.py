@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
+from cli.output import at_option, parse_at
 from shared import outbox
 from shared.db import session_scope
 from shared.errors import ConfigError, NotFound
 from shared.mail.compose import guess_type
 from shared.models import Template, User
 from shared.templating import render
-
-
-def _when(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise ConfigError(f"--at {value!r} is not an ISO-8601 time") from exc
-    # A time without a zone is the local time of the person typing it.
-    return moment if moment.tzinfo else moment.astimezone(UTC)
 
 
 def _read(path: str, what: str) -> bytes:
@@ -41,7 +30,7 @@ def _read(path: str, what: str) -> bytes:
 @click.option("--body", required=True, help="Plain-text body.")
 @click.option("--html", "html_file", help="File with an HTML body.")
 @click.option("--attach", "attach", multiple=True, help="File to attach.")
-@click.option("--at", "at", help="Send at this ISO-8601 time, not now.")
+@at_option
 def send(
     account_id: str | None,
     user_id: str | None,
@@ -50,10 +39,10 @@ def send(
     body: str,
     html_file: str | None,
     attach: tuple[str, ...],
-    at: str | None,
+    at_text: str | None,
 ) -> None:
     """Queue one email and print its id."""
-    scheduled_at = _when(at)
+    scheduled_at = parse_at(at_text)
     html = _read(html_file, "--html").decode("utf-8", "replace") if html_file else None
     files = [(Path(p).name, guess_type(p), _read(p, "--attach")) for p in attach]
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -19,6 +20,7 @@ from sqlalchemy import func, select
 
 from cli.main import cli
 from config.settings import reset_settings
+from services.devmail import SmtpServer
 from shared import delivery, outbox
 from shared.bus import STAGES, install_broker
 from shared.campaigns import (
@@ -30,6 +32,7 @@ from shared.campaigns import (
 )
 from shared.crypto import encrypt
 from shared.db import session_scope
+from shared.mail.smtp import POOL
 from shared.models import (
     Account,
     Attachment,
@@ -409,17 +412,38 @@ def test_a_large_campaign_queues_in_seconds_with_a_progress_line(
 
 
 @pytest.fixture
-def unsubscribe_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    url = "https://mail.example.test/a/rather/long/path/to/the/one-click/unsubscribe"
-    monkeypatch.setenv("SYSMAIL_UNSUBSCRIBE_URL", url)
-    reset_settings()
-    yield url
-    reset_settings()
+def local_time_ahead_of_utc() -> Iterator[None]:
+    """This machine's clock shows UTC+05:30, so local time and UTC differ."""
+    saved = os.environ.get("TZ")
+    os.environ["TZ"] = "IST-5:30"
+    time.tzset()
+    yield
+    if saved is None:
+        os.environ.pop("TZ", None)
+    else:
+        os.environ["TZ"] = saved
+    time.tzset()
 
 
-def test_delivered_mail_carries_list_unsubscribe_unfolded(
-    setup: None, smtp_server: Any, unsubscribe_url: str
+def test_a_campaign_at_a_time_without_a_zone_goes_at_the_machines_local_time(
+    setup: None, broker: str, local_time_ahead_of_utc: None
 ) -> None:
+    run("campaigns", "create", "c", "--account", "news", "--template", "spring",
+        "--contacts")  # fmt: skip
+
+    sent = run("campaigns", "send", "c", "--at", "2030-01-02T09:00")
+
+    assert sent.exit_code == 0, sent.output
+    assert "to go at 2030-01-02T09:00:00+05:30" in sent.stdout
+    expected = datetime(2030, 1, 2, 3, 30, tzinfo=UTC)
+    assert {e.scheduled_at for e in emails("c")} == {expected}
+    help_text = run("campaigns", "send", "--help").output
+    assert "this machine's local time" in help_text
+
+
+@pytest.fixture
+def delivering(setup: None, smtp_server: SmtpServer) -> Iterator[SmtpServer]:
+    """The news account sends to the test's SMTP server."""
     with session_scope() as session:
         account = session.get(Account, "news")
         assert account is not None
@@ -430,13 +454,30 @@ def test_delivered_mail_carries_list_unsubscribe_unfolded(
         login, password = next(iter(smtp_server.users.items()))
         account.outgoing_username = login
         account.outgoing_password = encrypt(password)
+    yield smtp_server
+    POOL.close_all()
+
+
+@pytest.fixture
+def unsubscribe_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    url = "https://mail.example.test/a/rather/long/path/to/the/one-click/unsubscribe"
+    monkeypatch.setenv("SYSMAIL_UNSUBSCRIBE_URL", url)
+    reset_settings()
+    yield url
+    reset_settings()
+
+
+def test_delivered_mail_carries_list_unsubscribe_unfolded(
+    delivering: SmtpServer, unsubscribe_url: str
+) -> None:
+    with session_scope() as session:
         create_campaign(session, "c", account_id="news", template_id="spring")
     with session_scope() as session:
         queued = send_campaign(session, "c")
 
     for email_id in queued.email_ids:
         delivery.deliver(email_id)
-    received = smtp_server.wait_for(3)
+    received = delivering.wait_for(3)
 
     raw = next(data for _, rcpt, data in received if rcpt == ["ann@example.test"])
     lines = raw.decode().split("\r\n")
@@ -496,6 +537,34 @@ def test_an_attachment_goes_with_every_email(
     assert {(f.filename, f.content_type, f.data) for f in files} == {
         ("leaflet.pdf", "application/pdf", b"%PDF-1.4 spring")
     }
+
+
+def test_delivered_campaign_mail_carries_the_attachment_from_the_accounts_name(
+    delivering: SmtpServer, broker: str, tmp_path: Path
+) -> None:
+    leaflet = tmp_path / "leaflet.pdf"
+    leaflet.write_bytes(b"%PDF-1.4 spring")
+    run("campaigns", "create", "c", "--account", "news", "--template", "spring",
+        "--contacts")  # fmt: skip
+    run("campaigns", "send", "c", "--attach", str(leaflet))
+
+    for email in emails("c"):
+        delivery.deliver(email.id)
+    received = delivering.wait_for(3)
+
+    assert sorted(rcpt for _, [rcpt], _ in received) == [
+        "ann@example.test", "bob@example.test", "cy@example.test",
+    ]  # fmt: skip
+    for _, _, raw in received:
+        message = message_from_bytes(raw, policy=policy.default)
+        assert isinstance(message, EmailMessage)
+        assert message["From"] == "Example News <news@example.test>"
+        [attachment] = list(message.iter_attachments())
+        assert attachment.get_filename() == "leaflet.pdf"
+        assert attachment.get_content_type() == "application/pdf"
+        assert attachment.get_content() == b"%PDF-1.4 spring"
+        body = message.get_body(("plain",))
+        assert body is not None and body.get_content().startswith("Hello ")
 
 
 def test_an_attachment_the_account_refuses_stops_the_campaign(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
@@ -113,6 +115,114 @@ def test_send_at_a_time_stores_the_schedule(account: SmtpServer) -> None:
     first = record["history"][0]
     assert first["from"] is None
     assert first["reason"].startswith("queued for")
+
+
+@pytest.fixture
+def local_time_ahead_of_utc() -> Iterator[None]:
+    """This machine's clock shows UTC+05:30, so local time and UTC differ."""
+    saved = os.environ.get("TZ")
+    os.environ["TZ"] = "IST-5:30"
+    time.tzset()
+    yield
+    if saved is None:
+        os.environ.pop("TZ", None)
+    else:
+        os.environ["TZ"] = saved
+    time.tzset()
+
+
+def test_send_at_a_time_without_a_zone_means_the_machines_local_time(
+    account: SmtpServer, local_time_ahead_of_utc: None
+) -> None:
+    result = sysmail(
+        "send", "--to", "a@x.test", "--subject", "Later", "--body", "b",
+        "--at", "2030-01-02T09:00",
+    )  # fmt: skip
+    explicit = sysmail(
+        "send", "--to", "a@x.test", "--subject", "Later", "--body", "b",
+        "--at", "2030-01-02T09:00Z",
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    local = datetime.fromisoformat(show(int(result.output))["scheduled_at"])
+    assert local == datetime(2030, 1, 2, 3, 30, tzinfo=UTC)
+    zoned = datetime.fromisoformat(show(int(explicit.output))["scheduled_at"])
+    assert zoned == datetime(2030, 1, 2, 9, 0, tzinfo=UTC)
+    assert "this machine's local time" in sysmail("send", "--help").output
+
+
+def test_send_at_a_time_that_is_no_time_fails_in_one_line(account: SmtpServer) -> None:
+    result = CliRunner().invoke(
+        cli, ["send", "--to", "a@x.test", "--subject", "s", "--body", "b",
+              "--at", "next tuesday"],
+    )  # fmt: skip
+
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "sysmail: error: --at 'next tuesday' is not an ISO-8601 time\n"
+    )
+    with session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(Email)) == 0
+
+
+@pytest.fixture
+def bob(account: SmtpServer) -> SmtpServer:
+    """A second account, sales, on the same server; bob sends from it."""
+    with session_scope() as session:
+        session.add(
+            Account(
+                id="sales",
+                address="sales@example.test",
+                display_name="Example Sales",
+                outgoing_host=account.host,
+                outgoing_port=account.port,
+                outgoing_encryption="starttls",
+                outgoing_auth="custom",
+                outgoing_username="sysmail@example.test",
+                outgoing_password=encrypt("smtp-secret"),
+            )
+        )
+        session.flush()
+        session.add(
+            User(
+                id="bob", email="bob@corp.test", name="Bob", default_account_id="sales"
+            )
+        )
+        session.add(User(id="cy", email="cy@corp.test", name="Cy"))
+    return account
+
+
+def test_send_as_a_user_goes_from_the_users_own_default_account(
+    bob: SmtpServer,
+) -> None:
+    result = sysmail(
+        "send", "--as-user", "bob", "--to", "a@x.test", "--subject", "Offer",
+        "--body", "b",
+    )  # fmt: skip
+    email_id = int(result.output)
+    sysmail("emails", "process", str(email_id))
+
+    assert show(email_id)["account"] == "sales"
+    [(envelope_from, _, raw)] = bob.messages
+    assert envelope_from == "sales@example.test"
+    assert message_from_bytes(raw, policy=policy.default)["From"] == (
+        "Bob <bob@corp.test>"
+    )
+
+
+def test_send_as_a_user_without_a_default_account_goes_from_the_preferences_default(
+    bob: SmtpServer,
+) -> None:
+    result = sysmail(
+        "send", "--as-user", "cy", "--to", "a@x.test", "--subject", "Offer",
+        "--body", "b",
+    )  # fmt: skip
+    email_id = int(result.output)
+    sysmail("emails", "process", str(email_id))
+
+    assert show(email_id)["account"] == "support"
+    [(envelope_from, _, _)] = bob.messages
+    assert envelope_from == "support@example.test"
 
 
 def test_send_with_no_account_to_use_fails_in_one_line_and_stores_nothing(

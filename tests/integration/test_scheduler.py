@@ -1,4 +1,5 @@
-"""The scheduler polls each mailbox on its interval, once, however many run."""
+"""The scheduler polls each mailbox on its interval, once, however many run,
+and starts the archive once a day."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from config.settings import reset_settings
 from services import scheduler
 from shared.bus import STAGES, install_broker
 from shared.db import session_scope
-from shared.models import Account, Preferences, utcnow
+from shared.models import Account, Email, Preferences, utcnow
 
 
 @pytest.fixture
@@ -118,3 +119,38 @@ def test_inactive_accounts_are_not_polled(broker: str) -> None:
         account.active = False
 
     assert scheduler.tick(utcnow()).polled == []
+
+
+def test_the_archive_starts_once_a_day_and_its_message_reaches_the_archiver(
+    broker: str,
+) -> None:
+    from workers.archiver import archiver
+
+    with session_scope() as session:
+        session.add(Preferences(id=1, archive_after_months=3))
+        old = Email(
+            direction="out",
+            status="processed",
+            subject="Sent last year",
+            sent_at=utcnow() - timedelta(days=400),
+        )
+        session.add(old)
+        session.flush()
+        old_id = old.id
+    now = utcnow()
+
+    first = scheduler.tick(now)
+    soon_after = scheduler.tick(now + timedelta(seconds=5))
+    same_day = scheduler.tick(now + timedelta(hours=23, minutes=59))
+    messages_of_the_first_day = drain(broker, "archive")
+    next_day = scheduler.tick(now + timedelta(days=1))
+
+    assert first.archive_started
+    assert not soon_after.archive_started and not same_day.archive_started
+    assert messages_of_the_first_day == [{"email_ids": []}]
+    assert next_day.archive_started
+    [message] = drain(broker, "archive")
+    archiver(message)
+    with session_scope() as session:
+        archived = session.get(Email, old_id)
+        assert archived is not None and archived.archived
