@@ -89,11 +89,14 @@ def tick(now: datetime | None = None) -> Tick:
             ).first()
             is not None
         )
+        # Published before the commit: with the broker down the pass fails,
+        # and the rollback leaves the mailboxes and the archive due for the
+        # next one. A commit lost after publishing only repeats a poll.
+        for account_id in done.polled:
+            publish(FetchMailbox(account_id=account_id))
+        if done.archive_started:
+            publish(ArchiveEmails())
 
-    for account_id in done.polled:
-        publish(FetchMailbox(account_id=account_id))
-    if done.archive_started:
-        publish(ArchiveEmails())
     done.recovered = outbox.recover_stale_claims()
     done.released = outbox.release_due()
     done.announced = announce_stalled()

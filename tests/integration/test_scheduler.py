@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 
+import dramatiq.errors
 import pika
 import pytest
 
@@ -154,3 +155,26 @@ def test_the_archive_starts_once_a_day_and_its_message_reaches_the_archiver(
     with session_scope() as session:
         archived = session.get(Email, old_id)
         assert archived is not None and archived.archived
+
+
+def test_polls_and_the_archive_missed_while_the_broker_is_down_come_next_pass(
+    broker: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_account("support", "imap")
+    monkeypatch.setenv("SYSMAIL_BROKER_URL", "amqp://guest:guest@127.0.0.1:1/%2F")
+    reset_settings()
+    down = install_broker()
+    now = utcnow()
+
+    with pytest.raises(dramatiq.errors.BrokerConnectionError):
+        scheduler.tick(now)
+
+    down.close()
+    monkeypatch.setenv("SYSMAIL_BROKER_URL", broker)
+    reset_settings()
+    install_broker()
+    back = scheduler.tick(now + timedelta(seconds=5))
+    assert back.polled == ["support"]
+    assert back.archive_started
+    assert [p["account_id"] for p in drain(broker, "fetch")] == ["support"]
+    assert len(drain(broker, "archive")) == 1
