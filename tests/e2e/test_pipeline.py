@@ -1,6 +1,6 @@
 """The whole system as processes: mail in creates a case and a receipt goes
 out; mail queued from the command line is delivered; a changed account takes
-effect without a restart; SIGTERM stops everything cleanly."""
+effect without a restart; SIGTERM or Ctrl-C stops everything cleanly."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from shared.db import session_scope
@@ -186,8 +187,27 @@ def test_mail_queued_from_the_command_line_is_delivered_and_config_changes_apply
     assert second["From"].addresses[0].display_name == "Support Desk"
 
 
-def test_sigterm_stops_the_whole_system_cleanly(
-    running_system: subprocess.Popen[bytes], system_env: dict[str, str]
+def children_of(pid: int) -> list[int]:
+    """Processes whose parent is pid, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize(
+    "stop", [signal.SIGTERM, signal.SIGINT], ids=["term", "ctrl-c"]
+)
+def test_a_stop_signal_stops_the_whole_system_cleanly(
+    running_system: subprocess.Popen[bytes],
+    system_env: dict[str, str],
+    stop: signal.Signals,
 ) -> None:
     health = f"http://127.0.0.1:{system_env['SYSMAIL_ADMIN_PORT']}/health"
 
@@ -198,8 +218,11 @@ def test_sigterm_stops_the_whole_system_cleanly(
             return False
 
     wait_until(admin_answers, timeout=30)
+    children = children_of(running_system.pid)
+    assert len(children) >= 3
 
-    running_system.send_signal(signal.SIGTERM)
+    running_system.send_signal(stop)
 
     assert running_system.wait(60) == 0
     assert not admin_answers()
+    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
