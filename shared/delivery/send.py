@@ -18,7 +18,7 @@ from shared.delivery import claims
 from shared.delivery.claims import Claim, Driver, Outcome
 from shared.delivery.records import RECORDS, record_failure
 from shared.errors import DeliveryError, PermanentFailure, SysmailError
-from shared.mail.smtp import POOL, Connection, ConnectionDropped, transmit
+from shared.mail.smtp import POOL, ConnectionDropped, Lease, transmit
 from shared.messages import SendEmail
 from shared.models import Account, Email, utcnow
 
@@ -60,26 +60,16 @@ def deliver(email_id: int, *, manual: bool = False) -> Outcome:
 
 
 def _deliver_by_hand(db: Driver, email_id: int, account: Account) -> Outcome:
-    connection, trouble = POOL.take(account, email_id)
-    try:
+    with POOL.lease(account, email_id) as lease:
         claim = claims.claim_by_hand(email_id, account)
         if claim is None:
             return _diagnose(email_id, True)
         if isinstance(claim, Outcome):
             return claim
-        if connection is None:
-            assert trouble is not None
-            return record_failure(claim, trouble, True)
-        outcome, connection = _send(db, connection, claim, manual=True)
-        return outcome
-    except BaseException:
-        if connection is not None:
-            POOL.discard(connection)
-            connection = None
-        raise
-    finally:
-        if connection is not None:
-            POOL.give_back(account, connection)
+        if lease.connection is None:
+            assert lease.trouble is not None
+            return record_failure(claim, lease.trouble, True)
+        return _send(db, lease, claim, manual=True)
 
 
 def deliver_chunk(email_ids: Sequence[int]) -> list[Outcome]:
@@ -120,8 +110,7 @@ def _deliver_for(
     """Claim, send and record one account's emails over one connection."""
     outcomes: dict[int, Outcome] = {}
     # Connected before the rate slots, so a slot is when the server sees it.
-    connection, trouble = POOL.take(account, email_ids[0])
-    try:
+    with POOL.lease(account, email_ids[0]) as lease:
         waits = [0.0] * len(email_ids)
         if account.rate_limit:
             waits, deferred = _keep_rate(email_ids, account)
@@ -140,59 +129,49 @@ def _deliver_for(
             if isinstance(claim, Outcome):
                 outcomes[email_id] = claim
                 continue
-            if connection is None and trouble is None:
+            if lease.connection is None and lease.trouble is None:
                 # The last one failed mid-send: a fresh connection.
-                connection, trouble = POOL.take(account, email_id)
-            if connection is None:
+                lease.connection, lease.trouble = POOL.take(account, email_id)
+            if lease.trouble is not None:
                 # Not connecting again for each email of the chunk.
-                assert trouble is not None
-                outcomes[email_id] = record_failure(claim, trouble, False)
+                outcomes[email_id] = record_failure(claim, lease.trouble, False)
                 continue
             pause = started + wait - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
-            outcome, connection = _send(db, connection, claim)
-            outcomes[email_id] = outcome
-            if connection is not None:
-                connection = POOL.renew(account, connection, email_id)
-    except BaseException:
-        if connection is not None:
-            POOL.discard(connection)
-            connection = None
-        raise
-    finally:
-        if connection is not None:
-            POOL.give_back(account, connection)
+            outcomes[email_id] = _send(db, lease, claim)
+            if lease.connection is not None:
+                lease.connection = POOL.renew(account, lease.connection, email_id)
     return outcomes
 
 
-def _send(
-    db: Driver, connection: Connection, claim: Claim, *, manual: bool = False
-) -> tuple[Outcome, Connection | None]:
-    """One email over the connection; the connection is None after a failure.
+def _send(db: Driver, lease: Lease, claim: Claim, *, manual: bool = False) -> Outcome:
+    """One email over the lease's connection, which is closed on a failure.
 
     A pooled connection the server closed while it was idle is replaced
     once, at no cost of an attempt: the email had not reached the server.
     """
+    assert lease.connection is not None
     try:
         try:
             accepted = transmit(
-                connection, claim.envelope_from, claim.recipients, claim.raw
+                lease.connection, claim.envelope_from, claim.recipients, claim.raw
             )
         except ConnectionDropped:
-            POOL.discard(connection)
-            fresh, trouble = POOL.take(claim.account, claim.email_id)
-            if fresh is None:
-                assert trouble is not None
-                return record_failure(claim, trouble, manual), None
-            connection = fresh
+            POOL.discard(lease.connection)
+            lease.connection, lease.trouble = POOL.take(claim.account, claim.email_id)
+            if lease.connection is None:
+                assert lease.trouble is not None
+                return record_failure(claim, lease.trouble, manual)
             accepted = transmit(
-                connection, claim.envelope_from, claim.recipients, claim.raw
+                lease.connection, claim.envelope_from, claim.recipients, claim.raw
             )
     except DeliveryError as exc:
-        POOL.discard(connection)
-        return record_failure(claim, exc, manual), None
-    return RECORDS.record(db, claim, accepted), connection
+        assert lease.connection is not None
+        POOL.discard(lease.connection)
+        lease.connection = None
+        return record_failure(claim, exc, manual)
+    return RECORDS.record(db, claim, accepted)
 
 
 _accounts: dict[str, tuple[float, datetime | None, Account]] = {}

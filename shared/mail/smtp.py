@@ -17,7 +17,8 @@ import logging
 import smtplib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from shared.errors import DeliveryError, PermanentFailure, TemporaryFailure
@@ -58,6 +59,18 @@ class Accepted:
     refused: dict[str, tuple[int, str]] = field(default_factory=dict)
 
 
+@dataclass
+class Lease:
+    """A thread's hold on one of the pool's connections for a chunk.
+
+    ``connection`` is None once a failure closed it (the next email takes a
+    fresh one) or when none could be opened (``trouble`` says why).
+    """
+
+    connection: Connection | None
+    trouble: DeliveryError | None = None
+
+
 class ConnectionPool:
     """Open SMTP connections per account, shared by a worker's threads."""
 
@@ -96,6 +109,20 @@ class ConnectionPool:
             return Connection(client=open_smtp(account), server=f"{host}:{port}"), None
         except DeliveryError as exc:
             return None, exc
+
+    @contextmanager
+    def lease(self, account: Account, email_id: int) -> Iterator[Lease]:
+        """A connection for a chunk: given back when the block ends, closed
+        when it raises (a half-finished SMTP transaction is not reused)."""
+        held = Lease(*self.take(account, email_id))
+        try:
+            yield held
+        except BaseException:
+            if held.connection is not None:
+                self.discard(held.connection)
+            raise
+        if held.connection is not None:
+            self.give_back(account, held.connection)
 
     def give_back(self, account: Account, connection: Connection) -> None:
         if account.batch_size and connection.sent >= account.batch_size:
