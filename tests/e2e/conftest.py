@@ -11,11 +11,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pika
 import pytest
 
+from config.settings import reset_settings
 from services.devmail import free_port
+from shared.bus import STAGES, install_broker
 
 ROOT = Path(__file__).resolve().parents[2]
+SYSMAIL = [sys.executable, "-m", "cli.main"]
 
 
 @pytest.fixture
@@ -44,7 +48,7 @@ def sysmail(
         *args: str, env: dict[str, str] | None = None, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "cli.main", *args],
+            [*SYSMAIL, *args],
             cwd=ROOT,
             env={**system_env, **(env or {})},
             input=input,
@@ -57,26 +61,71 @@ def sysmail(
 
 
 @pytest.fixture
-def running_system(
-    system_env: dict[str, str], tmp_path: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    """`sysmail run` in the background; stopped with SIGTERM at the end."""
-    log = (tmp_path / "run.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "run"],
-        cwd=ROOT,
-        env=system_env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    yield process
-    if process.poll() is None:
+def start_sysmail(
+    system_env: dict[str, str],
+) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start a sysmail command in the background, its output added to log;
+    whatever still runs at the end is stopped with SIGTERM, killed if it
+    has not stopped within a minute."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        *args: str, log: Path, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        # The process writes through its own copy of the file.
+        with log.open("ab") as output:
+            process = subprocess.Popen(
+                [*SYSMAIL, *args],
+                cwd=ROOT,
+                env=env or system_env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        started.append(process)
+        return process
+
+    yield start
+    running = [process for process in started if process.poll() is None]
+    for process in running:
         process.send_signal(signal.SIGTERM)
+    for process in running:
         try:
             process.wait(60)
         except subprocess.TimeoutExpired:
             process.kill()
-    log.close()
+
+
+@pytest.fixture
+def running_system(
+    start_sysmail: Callable[..., subprocess.Popen[bytes]], tmp_path: Path
+) -> subprocess.Popen[bytes]:
+    """`sysmail run` in the background; stopped with SIGTERM at the end."""
+    return start_sysmail("run", log=tmp_path / "run.log")
+
+
+@pytest.fixture
+def publisher(broker_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """This process publishes to the run's RabbitMQ, as the CLI would."""
+    monkeypatch.setenv("SYSMAIL_BROKER_URL", broker_url)
+    reset_settings()
+    broker = install_broker()
+    broker.declare_queue(STAGES["sender"].queue)
+    broker.flush_all()
+    yield
+    broker.close()
+    reset_settings()
+
+
+def queue_state(broker_url: str, queue: str) -> tuple[int, int]:
+    """Messages waiting in the queue and its consumers, asked directly."""
+    connection = pika.BlockingConnection(pika.URLParameters(broker_url))
+    try:
+        declared = connection.channel().queue_declare(queue, passive=True)
+    except pika.exceptions.ChannelClosedByBroker:
+        return 0, 0
+    finally:
+        connection.close()
+    return declared.method.message_count, declared.method.consumer_count
 
 
 def wait_until(

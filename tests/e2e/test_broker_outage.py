@@ -7,9 +7,7 @@ Every sysmail process reaches RabbitMQ through a proxy that the test stops
 from __future__ import annotations
 
 import contextlib
-import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -21,10 +19,10 @@ import pytest
 from sqlalchemy import select
 
 from services.devmail import SmtpServer
-from shared.crypto import encrypt
 from shared.db import session_scope
-from shared.models import Account, Contact, Email, EmailStatusChange, Template
-from tests.e2e.conftest import ROOT, wait_until
+from shared.models import Contact, Email, EmailStatusChange, Template
+from tests.e2e.conftest import queue_state, wait_until
+from tests.fixtures.accounts import add_smtp_account
 from tests.fixtures.proxy import TcpProxy
 
 Sysmail = Callable[..., subprocess.CompletedProcess[str]]
@@ -52,28 +50,16 @@ def proxied_env(
 
 
 @pytest.fixture
-def system(proxied_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, Path]]:
+def system(
+    proxied_env: dict[str, str],
+    start_sysmail: Callable[..., subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> dict[str, Path]:
     """A scheduler and a sender worker through the proxy; their log files."""
     logs = {name: tmp_path / f"{name}.log" for name in ("scheduler", "sender")}
-    commands = {"scheduler": ["scheduler"], "sender": ["worker", "sender"]}
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "cli.main", *commands[name]],
-            cwd=ROOT,
-            env=proxied_env,
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        for name, log in logs.items()
-    ]
-    yield logs
-    for process in processes:
-        process.send_signal(signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    start_sysmail("scheduler", log=logs["scheduler"], env=proxied_env)
+    start_sysmail("worker", "sender", log=logs["sender"], env=proxied_env)
+    return logs
 
 
 def purge(broker_url: str, *queues: str) -> None:
@@ -83,18 +69,6 @@ def purge(broker_url: str, *queues: str) -> None:
         with contextlib.suppress(pika.exceptions.ChannelClosedByBroker):
             connection.channel().queue_purge(queue)
     connection.close()
-
-
-def queue_state(broker_url: str, queue: str) -> tuple[int, int]:
-    """Messages waiting in the queue and its consumers, asked directly."""
-    connection = pika.BlockingConnection(pika.URLParameters(broker_url))
-    try:
-        declared = connection.channel().queue_declare(queue, passive=True)
-    except pika.exceptions.ChannelClosedByBroker:
-        return 0, 0
-    finally:
-        connection.close()
-    return declared.method.message_count, declared.method.consumer_count
 
 
 def cut_while_running(rabbitmq: TcpProxy, broker_url: str) -> None:
@@ -108,23 +82,6 @@ def cut_while_running(rabbitmq: TcpProxy, broker_url: str) -> None:
     wait_until(connected, timeout=30)
     rabbitmq.down()
     wait_until(lambda: queue_state(broker_url, "send")[1] == 0, timeout=10)
-
-
-def account(server: SmtpServer) -> None:
-    with session_scope() as session:
-        session.add(
-            Account(
-                id="news",
-                address="news@example.test",
-                display_name="Example News",
-                outgoing_host=server.host,
-                outgoing_port=server.port,
-                outgoing_encryption="starttls",
-                outgoing_auth="custom",
-                outgoing_username="sysmail@example.test",
-                outgoing_password=encrypt("smtp-secret"),
-            )
-        )
 
 
 def statuses(ids: list[int]) -> set[str]:
@@ -172,7 +129,7 @@ def test_an_email_sent_while_rabbitmq_is_down_goes_out_once_when_it_is_back(
     broker_url: str,
     system: dict[str, Path],
 ) -> None:
-    account(smtp_server)
+    add_smtp_account(smtp_server, "news")
     cut_while_running(rabbitmq, broker_url)
 
     sent = sysmail(
@@ -205,7 +162,7 @@ def test_a_campaign_sent_while_rabbitmq_is_down_goes_out_once_when_it_is_back(
     broker_url: str,
     system: dict[str, Path],
 ) -> None:
-    account(smtp_server)
+    add_smtp_account(smtp_server, "news")
     with session_scope() as session:
         session.add(
             Template(

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable
 from email import message_from_bytes, policy
 from pathlib import Path
 
@@ -16,52 +15,13 @@ from sqlalchemy import func, select
 from config.settings import reset_settings
 from services.devmail import SmtpServer
 from shared import outbox
-from shared.bus import STAGES, install_broker
-from shared.crypto import encrypt
 from shared.db import session_scope
-from shared.models import Account, Email
-from tests.e2e.conftest import ROOT, wait_until
+from shared.models import Email
+from tests.e2e.conftest import wait_until
+from tests.fixtures.accounts import add_smtp_account
 
 EMAILS = 600
 THREADS = 4
-
-
-@pytest.fixture
-def workers(
-    system_env: dict[str, str], tmp_path: Path
-) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Sender workers started by the test; all stopped at the end."""
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
-def start_sender(
-    env: dict[str, str], log: Path, started: list[subprocess.Popen[bytes]]
-) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cli.main",
-            "worker",
-            "sender",
-            "--threads",
-            str(THREADS),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
-    started.append(process)
-    return process
 
 
 def count(status: str) -> int:
@@ -77,31 +37,16 @@ def count(status: str) -> int:
 @pytest.mark.slow
 def test_a_sender_killed_mid_campaign_loses_no_email_and_repeats_none_outside_window(
     smtp_server: SmtpServer,
-    system_env: dict[str, str],
-    workers: list[subprocess.Popen[bytes]],
+    publisher: None,
+    start_sysmail: Callable[..., subprocess.Popen[bytes]],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("SYSMAIL_BROKER_URL", system_env["SYSMAIL_BROKER_URL"])
     # This test plays the scheduler, with a short claim timeout.
     monkeypatch.setenv("SYSMAIL_CLAIM_TIMEOUT", "3")
     reset_settings()
-    broker = install_broker()
-    broker.declare_queue(STAGES["sender"].queue)
-    broker.flush_all()
+    account = add_smtp_account(smtp_server, "news", display_name="")
     with session_scope() as session:
-        account = Account(
-            id="news",
-            address="news@example.test",
-            outgoing_host=smtp_server.host,
-            outgoing_port=smtp_server.port,
-            outgoing_encryption="starttls",
-            outgoing_auth="custom",
-            outgoing_username="sysmail@example.test",
-            outgoing_password=encrypt("smtp-secret"),
-        )
-        session.add(account)
-        session.flush()
         ids = [
             outbox.queue_email(
                 session,
@@ -116,15 +61,16 @@ def test_a_sender_killed_mid_campaign_loses_no_email_and_repeats_none_outside_wi
     outbox.release(ids)
     log = tmp_path / "workers.log"
 
-    doomed = start_sender(system_env, log, workers)
-    start_sender(system_env, log, workers)
+    sender = ("worker", "sender", "--threads", str(THREADS))
+    doomed = start_sysmail(*sender, log=log)
+    start_sysmail(*sender, log=log)
     wait_until(lambda: len(smtp_server.messages) >= 100, timeout=60, step=0.01)
     doomed.send_signal(signal.SIGKILL)
     doomed.wait(10)
     # Killed in the middle: much of the campaign was still to go.
     assert len(smtp_server.messages) < EMAILS - 100
     in_flight = count("in_process")
-    start_sender(system_env, log, workers)
+    start_sysmail(*sender, log=log)
 
     def all_processed() -> bool:
         outbox.recover_stale_claims()

@@ -3,30 +3,25 @@
 from __future__ import annotations
 
 import re
-import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from email import message_from_bytes, policy
 from pathlib import Path
 
-import pika
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import select
 
-from config.settings import reset_settings
 from services.devmail import HOST, free_port
 from shared import outbox
-from shared.bus import STAGES, install_broker
 from shared.db import session_scope
 from shared.models import Account, Email
-from tests.e2e.conftest import ROOT, wait_until
+from tests.e2e.conftest import queue_state, wait_until
 
 RATE = "6/2s"
 PER_WINDOW = 6
@@ -75,52 +70,14 @@ def smtp_arrivals() -> Iterator[tuple[int, Arrivals]]:
 
 
 @pytest.fixture
-def publisher(broker_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """This process publishes to the run's RabbitMQ, as the CLI would."""
-    monkeypatch.setenv("SYSMAIL_BROKER_URL", broker_url)
-    reset_settings()
-    broker = install_broker()
-    broker.declare_queue(STAGES["sender"].queue)
-    broker.flush_all()
-    yield
-    broker.close()
-    reset_settings()
-
-
-@pytest.fixture
-def senders(system_env: dict[str, str], tmp_path: Path) -> Iterator[list[Path]]:
+def senders(
+    start_sysmail: Callable[..., subprocess.Popen[bytes]], tmp_path: Path
+) -> list[Path]:
     """Two `sysmail worker sender` processes; the log file of each."""
     logs = [tmp_path / f"sender{n}.log" for n in (1, 2)]
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "worker", "sender"],
-            cwd=ROOT,
-            env=system_env,
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        for log in logs
-    ]
-    yield logs
-    for process in processes:
-        process.send_signal(signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def consumers(broker_url: str, queue: str) -> int:
-    connection = pika.BlockingConnection(pika.URLParameters(broker_url))
-    try:
-        declared = connection.channel().queue_declare(queue, passive=True)
-    except pika.exceptions.ChannelClosedByBroker:
-        return 0
-    finally:
-        connection.close()
-    count: int = declared.method.consumer_count
-    return count
+    for log in logs:
+        start_sysmail("worker", "sender", log=log)
+    return logs
 
 
 def sent_by(log: Path) -> dict[int, datetime]:
@@ -161,7 +118,7 @@ def test_two_sender_processes_together_keep_the_accounts_rate(
             for n in range(EMAILS)
         ]
     # Both consuming before the first message, so RabbitMQ deals to both.
-    wait_until(lambda: consumers(broker_url, "send") == 2, timeout=30)
+    wait_until(lambda: queue_state(broker_url, "send")[1] == 2, timeout=30)
 
     # One SendEmail per email, as single emails are released.
     for email_id in ids:

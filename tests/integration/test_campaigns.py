@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -409,20 +408,6 @@ def test_a_large_campaign_queues_in_seconds_with_a_progress_line(
     assert elapsed < 30
     assert show("big")["by_status"] == {"pending_processing": 5003}
     assert len(queued_messages(broker)) == 5003
-
-
-@pytest.fixture
-def local_time_ahead_of_utc() -> Iterator[None]:
-    """This machine's clock shows UTC+05:30, so local time and UTC differ."""
-    saved = os.environ.get("TZ")
-    os.environ["TZ"] = "IST-5:30"
-    time.tzset()
-    yield
-    if saved is None:
-        os.environ.pop("TZ", None)
-    else:
-        os.environ["TZ"] = saved
-    time.tzset()
 
 
 def test_a_campaign_at_a_time_without_a_zone_goes_at_the_machines_local_time(

@@ -39,6 +39,7 @@ from shared.models import (
     Lead,
     Template,
 )
+from tests.fixtures.accounts import outgoing_fields
 from tests.fixtures.mailservers import unique_login
 from tests.unit.test_parse import DSN
 
@@ -94,6 +95,23 @@ def configure(**fields: object) -> None:
         assert account is not None
         for name, value in fields.items():
             setattr(account, name, value)
+
+
+def imap_account(dovecot: Dovecot, **fields: object) -> str:
+    """Point the support account at a fresh Dovecot mailbox; its login."""
+    login = unique_login("inbound")
+    dovecot.add_user(login, "box-secret")
+    configure(
+        incoming_protocol="imap",
+        incoming_host=dovecot.host,
+        incoming_port=dovecot.imaps_port,
+        incoming_encryption="ssl",
+        root_folder="INBOX",
+        incoming_username=login,
+        incoming_password=encrypt("box-secret"),
+        **fields,
+    )
+    return login
 
 
 def mail(
@@ -157,23 +175,7 @@ def all_of(model: type[object]) -> list[object]:
 def test_mailbox_to_smtp_a_new_email_creates_a_case_and_its_receipt_is_delivered(
     dovecot: Dovecot, smtp_server: SmtpServer
 ) -> None:
-    login = unique_login("inbound")
-    dovecot.add_user(login, "box-secret")
-    configure(
-        incoming_protocol="imap",
-        incoming_host=dovecot.host,
-        incoming_port=dovecot.imaps_port,
-        incoming_encryption="ssl",
-        root_folder="INBOX",
-        incoming_username=login,
-        incoming_password=encrypt("box-secret"),
-        outgoing_host=smtp_server.host,
-        outgoing_port=smtp_server.port,
-        outgoing_encryption="starttls",
-        outgoing_auth="custom",
-        outgoing_username="sysmail@example.test",
-        outgoing_password=encrypt("smtp-secret"),
-    )
+    login = imap_account(dovecot, **outgoing_fields(smtp_server))
     dovecot.append(login, mail())
     received: list[int] = []
 
@@ -523,23 +525,6 @@ def test_processing_the_same_email_twice_files_and_replies_once() -> None:
     assert len(first) == 1
     assert second == []
     assert len(all_of(Case)) == 1
-
-
-def imap_account(dovecot: Dovecot, **fields: object) -> str:
-    """Point the support account at a fresh Dovecot mailbox; its login."""
-    login = unique_login("inbound")
-    dovecot.add_user(login, "box-secret")
-    configure(
-        incoming_protocol="imap",
-        incoming_host=dovecot.host,
-        incoming_port=dovecot.imaps_port,
-        incoming_encryption="ssl",
-        root_folder="INBOX",
-        incoming_username=login,
-        incoming_password=encrypt("box-secret"),
-        **fields,
-    )
-    return login
 
 
 def fetch_and_process() -> list[tuple[int, bool]]:

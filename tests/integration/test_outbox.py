@@ -14,7 +14,6 @@ from sqlalchemy import select
 
 from services.devmail import HOST, SmtpServer, free_port
 from shared import delivery, outbox
-from shared.crypto import encrypt
 from shared.db import session_scope
 from shared.errors import ConfigError, NotFound
 from shared.mail.compose import InvalidHeader
@@ -27,6 +26,7 @@ from shared.models import (
     Preferences,
     User,
 )
+from tests.fixtures.accounts import add_smtp_account
 
 
 class CountingHandler:
@@ -71,17 +71,6 @@ def add_account(**fields: Any) -> None:
     }
     with session_scope() as session:
         session.add(Account(**values))
-
-
-def smtp_account(server: SmtpServer, **fields: Any) -> None:
-    add_account(
-        outgoing_port=server.port,
-        outgoing_encryption="starttls",
-        outgoing_auth="custom",
-        outgoing_username="sysmail@example.test",
-        outgoing_password=encrypt("smtp-secret"),
-        **fields,
-    )
 
 
 def queue_one(**fields: Any) -> int:
@@ -130,7 +119,7 @@ def test_a_queued_email_has_its_message_id_and_tagged_subject_before_any_attempt
 def test_the_message_id_stored_is_the_one_the_server_receives(
     smtp: SmtpServer,
 ) -> None:
-    smtp_account(smtp)
+    add_smtp_account(smtp)
     email_id = queue_one()
 
     delivery.deliver(email_id)
@@ -142,7 +131,7 @@ def test_the_message_id_stored_is_the_one_the_server_receives(
 def test_attachments_the_account_does_not_allow_are_dropped_and_recorded(
     smtp: SmtpServer,
 ) -> None:
-    smtp_account(smtp, attachment_types=[".pdf"], attachment_max_bytes=100)
+    add_smtp_account(smtp, attachment_types=[".pdf"], attachment_max_bytes=100)
     email_id = queue_one(
         attachments=[
             ("invoice.pdf", "application/pdf", b"%PDF small"),
@@ -188,7 +177,7 @@ def test_an_account_without_attachments_drops_every_file() -> None:
 def test_a_reply_carries_in_reply_to_references_and_automatic_headers(
     smtp: SmtpServer,
 ) -> None:
-    smtp_account(smtp, reply_address="help@example.test")
+    add_smtp_account(smtp, reply_address="help@example.test")
     with session_scope() as session:
         received = Email(
             direction="in",
@@ -302,7 +291,7 @@ def test_an_inactive_account_is_refused_with_a_clear_error() -> None:
 def test_an_email_is_built_once_at_queue_time_and_sent_as_stored(
     smtp: SmtpServer,
 ) -> None:
-    smtp_account(smtp)
+    add_smtp_account(smtp)
     email_id = queue_one()
     stored = load(email_id).raw
 
@@ -317,7 +306,7 @@ def test_an_email_is_built_once_at_queue_time_and_sent_as_stored(
 def test_canceling_a_pending_email_keeps_the_sender_from_sending_it(
     smtp: SmtpServer,
 ) -> None:
-    smtp_account(smtp)
+    add_smtp_account(smtp)
     email_id = queue_one()
 
     with session_scope() as session:
@@ -332,7 +321,7 @@ def test_canceling_a_pending_email_keeps_the_sender_from_sending_it(
 def test_an_email_stored_with_a_line_break_in_its_subject_fails_unsent(
     smtp: SmtpServer,
 ) -> None:
-    smtp_account(smtp)
+    add_smtp_account(smtp)
     email_id = queue_one()
     with session_scope() as session:
         stored = session.get(Email, email_id)

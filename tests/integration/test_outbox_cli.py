@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
@@ -19,10 +17,10 @@ from cli.main import cli
 from config.settings import reset_settings
 from services.devmail import SmtpServer
 from shared.bus import STAGES, install_broker
-from shared.crypto import encrypt
 from shared.db import session_scope
 from shared.mail import smtp
-from shared.models import Account, Email, Preferences, Template, User, utcnow
+from shared.models import Email, Preferences, Template, User, utcnow
+from tests.fixtures.accounts import add_smtp_account
 
 
 @pytest.fixture
@@ -41,21 +39,8 @@ def broker(broker_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 @pytest.fixture
 def account(smtp_server: SmtpServer, broker: str) -> SmtpServer:
+    add_smtp_account(smtp_server, attachment_types=[".pdf"])
     with session_scope() as session:
-        session.add(
-            Account(
-                id="support",
-                address="support@example.test",
-                display_name="Example Support",
-                outgoing_host=smtp_server.host,
-                outgoing_port=smtp_server.port,
-                outgoing_encryption="starttls",
-                outgoing_auth="custom",
-                outgoing_username="sysmail@example.test",
-                outgoing_password=encrypt("smtp-secret"),
-                attachment_types=[".pdf"],
-            )
-        )
         session.add(Preferences(id=1, default_account_id="support"))
     return smtp_server
 
@@ -117,20 +102,6 @@ def test_send_at_a_time_stores_the_schedule(account: SmtpServer) -> None:
     assert first["reason"].startswith("queued for")
 
 
-@pytest.fixture
-def local_time_ahead_of_utc() -> Iterator[None]:
-    """This machine's clock shows UTC+05:30, so local time and UTC differ."""
-    saved = os.environ.get("TZ")
-    os.environ["TZ"] = "IST-5:30"
-    time.tzset()
-    yield
-    if saved is None:
-        os.environ.pop("TZ", None)
-    else:
-        os.environ["TZ"] = saved
-    time.tzset()
-
-
 def test_send_at_a_time_without_a_zone_means_the_machines_local_time(
     account: SmtpServer, local_time_ahead_of_utc: None
 ) -> None:
@@ -168,21 +139,8 @@ def test_send_at_a_time_that_is_no_time_fails_in_one_line(account: SmtpServer) -
 @pytest.fixture
 def bob(account: SmtpServer) -> SmtpServer:
     """A second account, sales, on the same server; bob sends from it."""
+    add_smtp_account(account, "sales")
     with session_scope() as session:
-        session.add(
-            Account(
-                id="sales",
-                address="sales@example.test",
-                display_name="Example Sales",
-                outgoing_host=account.host,
-                outgoing_port=account.port,
-                outgoing_encryption="starttls",
-                outgoing_auth="custom",
-                outgoing_username="sysmail@example.test",
-                outgoing_password=encrypt("smtp-secret"),
-            )
-        )
-        session.flush()
         session.add(
             User(
                 id="bob", email="bob@corp.test", name="Bob", default_account_id="sales"

@@ -14,10 +14,10 @@ import pytest
 from services.devmail import SmtpServer
 from shared import delivery, outbox
 from shared.campaigns import create_campaign, send_campaign
-from shared.crypto import encrypt
 from shared.db import session_scope
 from shared.messages import SendEmail
 from shared.models import Account, Contact, Email, Template
+from tests.fixtures.accounts import add_smtp_account
 
 
 @pytest.fixture
@@ -30,22 +30,6 @@ def published(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(outbox, "publish", publish)
     return ids
-
-
-def make_account(server: SmtpServer) -> None:
-    with session_scope() as session:
-        session.add(
-            Account(
-                id="support",
-                address="support@example.test",
-                outgoing_host=server.host,
-                outgoing_port=server.port,
-                outgoing_encryption="starttls",
-                outgoing_auth="custom",
-                outgoing_username="sysmail@example.test",
-                outgoing_password=encrypt("smtp-secret"),
-            )
-        )
 
 
 def queue_unreleased(count: int) -> list[int]:
@@ -74,7 +58,7 @@ def status(email_id: int) -> str:
 def test_release_due_finds_due_mail_among_processed_ones(
     smtp_server: SmtpServer, published: list[int]
 ) -> None:
-    make_account(smtp_server)
+    add_smtp_account(smtp_server, display_name="")
     sent = queue_unreleased(5)
     delivery.deliver_chunk(sent)
     assert [status(i) for i in sent] == ["processed"] * 5
@@ -89,7 +73,7 @@ def test_release_due_finds_due_mail_among_processed_ones(
 def test_a_failed_email_retried_is_released_again_by_the_scheduler(
     smtp_server: SmtpServer, published: list[int]
 ) -> None:
-    make_account(smtp_server)
+    add_smtp_account(smtp_server, display_name="")
     [email_id] = queue_unreleased(1)
     smtp_server.fail_next(550, "mailbox unavailable")
     delivery.deliver_chunk([email_id])
@@ -110,7 +94,7 @@ def test_a_failed_email_retried_is_released_again_by_the_scheduler(
 def test_a_campaign_queued_while_the_broker_is_down_is_released_by_the_scheduler(
     smtp_server: SmtpServer, published: list[int]
 ) -> None:
-    make_account(smtp_server)
+    add_smtp_account(smtp_server, display_name="")
     with session_scope() as session:
         session.add(
             Template(id="news", subject="News", text="Hello {{ contact.name }}")

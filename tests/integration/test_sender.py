@@ -31,25 +31,9 @@ from shared.models import (
     User,
     utcnow,
 )
+from tests.fixtures.accounts import add_smtp_account
 
 QUEUE = STAGES["sender"].queue
-
-
-def make_account(server: SmtpServer, **fields: Any) -> None:
-    values: dict[str, Any] = {
-        "id": "support",
-        "address": "support@example.test",
-        "display_name": "Example Support",
-        "outgoing_host": server.host,
-        "outgoing_port": server.port,
-        "outgoing_encryption": "starttls",
-        "outgoing_auth": "custom",
-        "outgoing_username": "sysmail@example.test",
-        "outgoing_password": encrypt("smtp-secret"),
-        **fields,
-    }
-    with session_scope() as session:
-        session.add(Account(**values))
 
 
 def set_preferences(**fields: Any) -> None:
@@ -165,7 +149,7 @@ def sender(broker: str) -> Iterator[list[dramatiq.Worker]]:
 def test_an_email_goes_from_pending_to_processed_with_the_servers_reply(
     smtp_server: SmtpServer, sender: list[dramatiq.Worker]
 ) -> None:
-    make_account(smtp_server)
+    add_smtp_account(smtp_server)
 
     [email_id] = queue()
     wait_for(status_is(email_id, "processed"))
@@ -191,7 +175,7 @@ def test_an_email_goes_from_pending_to_processed_with_the_servers_reply(
 def test_a_4xx_reply_returns_the_email_to_pending_and_the_next_attempt_sends_it(
     smtp_server: SmtpServer, sender: list[dramatiq.Worker]
 ) -> None:
-    make_account(smtp_server)
+    add_smtp_account(smtp_server)
     set_preferences(resend_attempts=1)
     smtp_server.fail_next(451, "Try again later")
 
@@ -216,7 +200,7 @@ def test_a_4xx_reply_returns_the_email_to_pending_and_the_next_attempt_sends_it(
 def test_temporary_failures_beyond_the_resend_attempts_make_the_email_failed(
     smtp_server: SmtpServer, sender: list[dramatiq.Worker]
 ) -> None:
-    make_account(smtp_server)
+    add_smtp_account(smtp_server)
     set_preferences(resend_attempts=2)
     smtp_server.fail_next(452, "Mailbox busy", count=3)
 
@@ -233,7 +217,7 @@ def test_temporary_failures_beyond_the_resend_attempts_make_the_email_failed(
 def test_a_5xx_reply_fails_the_email_at_once_whatever_attempts_remain(
     smtp_server: SmtpServer, sender: list[dramatiq.Worker]
 ) -> None:
-    make_account(smtp_server)
+    add_smtp_account(smtp_server)
     set_preferences(resend_attempts=5)
     smtp_server.fail_next(550, "No such user here")
 
@@ -249,7 +233,7 @@ def test_a_5xx_reply_fails_the_email_at_once_whatever_attempts_remain(
 def test_a_failed_login_fails_the_email_at_once(
     smtp_server: SmtpServer, sender: list[dramatiq.Worker]
 ) -> None:
-    make_account(smtp_server, outgoing_password=encrypt("wrong"))
+    add_smtp_account(smtp_server, outgoing_password=encrypt("wrong"))
     set_preferences(resend_attempts=5)
 
     [email_id] = queue()
@@ -262,7 +246,7 @@ def test_a_failed_login_fails_the_email_at_once(
 def test_processing_a_failed_email_by_hand_sends_it_past_the_attempt_limit(
     smtp_server: SmtpServer, sender: list[dramatiq.Worker]
 ) -> None:
-    make_account(smtp_server)
+    add_smtp_account(smtp_server)
     smtp_server.fail_next(451, "Greylisted")
     [email_id] = queue()
     wait_for(status_is(email_id, "failed"))
@@ -278,7 +262,7 @@ def test_processing_a_failed_email_by_hand_sends_it_past_the_attempt_limit(
 def test_the_same_send_message_delivered_five_times_sends_the_email_once(
     smtp_server: SmtpServer, sender: list[dramatiq.Worker]
 ) -> None:
-    make_account(smtp_server)
+    add_smtp_account(smtp_server)
     [email_id] = queue()
     for _ in range(4):
         publish(SendEmail(email_ids=(email_id,)))
@@ -293,7 +277,7 @@ def test_the_same_send_message_delivered_five_times_sends_the_email_once(
 def test_two_workers_racing_on_the_same_emails_send_each_once(
     smtp_server: SmtpServer, sender: list[dramatiq.Worker], broker: str
 ) -> None:
-    make_account(smtp_server)
+    add_smtp_account(smtp_server)
     sender.append(start_worker(RabbitmqBroker(url=broker)))
 
     ids = queue(20)
@@ -310,7 +294,7 @@ def test_two_workers_racing_on_the_same_emails_send_each_once(
 def test_threads_racing_to_deliver_one_email_send_it_once(
     smtp_server: SmtpServer, broker: str
 ) -> None:
-    make_account(smtp_server)
+    add_smtp_account(smtp_server)
     ids = []
     with session_scope() as session:
         account = session.get(Account, "support")
@@ -348,7 +332,7 @@ def test_emails_queued_while_the_broker_is_down_go_out_once_it_is_back(
     broker: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    make_account(smtp_server)
+    add_smtp_account(smtp_server)
     monkeypatch.setenv("SYSMAIL_BROKER_URL", "amqp://guest:guest@127.0.0.1:1/%2F")
     reset_settings()
     down = install_broker()
@@ -369,7 +353,7 @@ def test_emails_queued_while_the_broker_is_down_go_out_once_it_is_back(
 def test_a_scheduled_email_waits_in_pending_until_it_is_due(
     smtp_server: SmtpServer, sender: list[dramatiq.Worker]
 ) -> None:
-    make_account(smtp_server)
+    add_smtp_account(smtp_server)
     [email_id] = queue(scheduled_at=utcnow() + timedelta(seconds=2))
 
     assert outbox.release_due() == 0
@@ -387,7 +371,7 @@ def test_a_scheduled_email_waits_in_pending_until_it_is_due(
 def test_two_schedulers_releasing_at_once_release_each_email_once(
     smtp_server: SmtpServer, broker: str
 ) -> None:
-    make_account(smtp_server)
+    add_smtp_account(smtp_server)
     with session_scope() as session:
         account = session.get(Account, "support")
         assert account is not None
@@ -419,7 +403,7 @@ def test_two_schedulers_releasing_at_once_release_each_email_once(
 def test_suspended_processing_sends_nothing_until_it_is_resumed(
     smtp_server: SmtpServer, sender: list[dramatiq.Worker]
 ) -> None:
-    make_account(smtp_server)
+    add_smtp_account(smtp_server)
     set_preferences(suspended=True)
 
     [email_id] = queue()
@@ -437,7 +421,7 @@ def test_suspended_processing_sends_nothing_until_it_is_resumed(
 def test_a_claim_left_by_a_stopped_worker_is_taken_back_to_pending(
     monkeypatch: pytest.MonkeyPatch, smtp_server: SmtpServer
 ) -> None:
-    make_account(smtp_server)
+    add_smtp_account(smtp_server)
     monkeypatch.setenv("SYSMAIL_CLAIM_TIMEOUT", "60")
     reset_settings()
     with session_scope() as session:
@@ -465,7 +449,7 @@ def test_a_claim_left_by_a_stopped_worker_is_taken_back_to_pending(
 def test_the_rate_limit_holds_across_two_workers(
     smtp_server: SmtpServer, sender: list[dramatiq.Worker], broker: str
 ) -> None:
-    make_account(smtp_server, rate_limit="5/2s")
+    add_smtp_account(smtp_server, rate_limit="5/2s")
     sender.append(start_worker(RabbitmqBroker(url=broker)))
 
     ids = queue(15)
@@ -486,7 +470,9 @@ def test_the_rate_limit_holds_across_two_workers(
 def test_from_is_the_account_address_with_the_users_name_when_the_server_validates(
     smtp_server: SmtpServer, sender: list[dramatiq.Worker]
 ) -> None:
-    make_account(smtp_server, validates_from=True, reply_address="help@example.test")
+    add_smtp_account(
+        smtp_server, validates_from=True, reply_address="help@example.test"
+    )
     with session_scope() as session:
         session.add(User(id="ann", email="ann@corp.test", name="Ann Smith"))
 
@@ -503,7 +489,7 @@ def test_from_is_the_account_address_with_the_users_name_when_the_server_validat
 def test_from_is_the_users_address_when_the_server_does_not_validate_from(
     smtp_server: SmtpServer, sender: list[dramatiq.Worker]
 ) -> None:
-    make_account(smtp_server, validates_from=False)
+    add_smtp_account(smtp_server, validates_from=False)
     with session_scope() as session:
         session.add(User(id="ann", email="ann@corp.test", name="Ann Smith"))
 
@@ -523,7 +509,7 @@ def test_accounts_send_over_implicit_tls_and_plain_connections(
     smtp_server: SmtpServer, sender: list[dramatiq.Worker], encryption: str
 ) -> None:
     port = smtp_server.ssl_port if encryption == "ssl" else smtp_server.port
-    make_account(smtp_server, outgoing_encryption=encryption, outgoing_port=port)
+    add_smtp_account(smtp_server, outgoing_encryption=encryption, outgoing_port=port)
 
     [email_id] = queue()
 
@@ -550,7 +536,7 @@ def queue_unreleased(count: int, **fields: Any) -> list[int]:
 
 
 def test_a_chunk_sends_only_its_pending_due_emails(smtp_server: SmtpServer) -> None:
-    make_account(smtp_server)
+    add_smtp_account(smtp_server)
     sent, canceled, pending = queue_unreleased(3)
     [later] = queue_unreleased(1, scheduled_at=utcnow() + timedelta(hours=1))
     delivery.deliver(sent)
@@ -578,7 +564,7 @@ def test_a_chunk_sends_only_its_pending_due_emails(smtp_server: SmtpServer) -> N
 def test_two_workers_given_overlapping_chunks_send_each_email_once(
     smtp_server: SmtpServer,
 ) -> None:
-    make_account(smtp_server)
+    add_smtp_account(smtp_server)
     ids = queue_unreleased(40)
     start = threading.Barrier(3)
 
@@ -603,7 +589,7 @@ def test_two_workers_given_overlapping_chunks_send_each_email_once(
 def test_a_failure_in_the_middle_of_a_chunk_affects_only_that_email(
     smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    make_account(smtp_server)
+    add_smtp_account(smtp_server)
     set_preferences(resend_attempts=1)
     first, middle, last = queue_unreleased(3)
     real_transmit = delivery.send.transmit
@@ -639,7 +625,7 @@ def test_a_failure_in_the_middle_of_a_chunk_affects_only_that_email(
 def test_a_pooled_connection_the_server_dropped_is_replaced_at_no_attempt(
     smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    make_account(smtp_server)
+    add_smtp_account(smtp_server)
     first, second = queue_unreleased(2)
     monkeypatch.setattr(delivery.records, "republish", lambda claim, delay: None)
     assert delivery.deliver(first).status == "processed"
@@ -662,7 +648,7 @@ def test_a_pooled_connection_the_server_dropped_is_replaced_at_no_attempt(
 def test_emails_already_queued_stay_unsent_once_processing_is_suspended(
     smtp_server: SmtpServer,
 ) -> None:
-    make_account(smtp_server)
+    add_smtp_account(smtp_server)
     ids = queue_unreleased(3)
     outbox.release(ids)
     set_preferences(suspended=True)
@@ -680,7 +666,7 @@ def test_emails_already_queued_stay_unsent_once_processing_is_suspended(
 def test_a_refused_connection_returns_the_email_to_pending_while_attempts_remain(
     smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    make_account(smtp_server, outgoing_port=free_port())
+    add_smtp_account(smtp_server, outgoing_port=free_port())
     set_preferences(resend_attempts=1)
     monkeypatch.setattr(delivery.records, "republish", lambda claim, delay: None)
     [email_id] = queue_unreleased(1)
@@ -705,7 +691,7 @@ def test_a_server_certificate_nobody_trusts_is_refused_unless_checks_are_off(
 ) -> None:
     monkeypatch.delenv("SYSMAIL_CA_FILE")
     reset_settings()
-    make_account(smtp_server, outgoing_verify_tls=verify)
+    add_smtp_account(smtp_server, outgoing_verify_tls=verify)
     [email_id] = queue_unreleased(1)
 
     outcome = delivery.deliver(email_id)
@@ -723,7 +709,7 @@ def test_a_server_certificate_nobody_trusts_is_refused_unless_checks_are_off(
 def test_an_email_sent_after_its_claim_was_taken_back_is_recorded_from_pending(
     smtp_server: SmtpServer,
 ) -> None:
-    make_account(smtp_server)
+    add_smtp_account(smtp_server)
     [email_id] = queue_unreleased(1)
     with session_scope() as session:
         account = session.get(Account, "support")
