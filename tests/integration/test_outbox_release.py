@@ -16,8 +16,8 @@ from shared import delivery, outbox
 from shared.campaigns import create_campaign, send_campaign
 from shared.db import session_scope
 from shared.messages import SendEmail
-from shared.models import Account, Contact, Email, Template
-from tests.fixtures.accounts import add_smtp_account
+from shared.models import Contact, Email, Template
+from tests.fixtures.accounts import add_smtp_account, queue_unreleased
 
 
 @pytest.fixture
@@ -30,22 +30,6 @@ def published(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(outbox, "publish", publish)
     return ids
-
-
-def queue_unreleased(count: int) -> list[int]:
-    with session_scope() as session:
-        account = session.get(Account, "support")
-        assert account is not None
-        return [
-            outbox.queue_email(
-                session,
-                account=account,
-                to=[f"reader{n}@example.test"],
-                subject=f"News {n}",
-                text="Spring is here.",
-            ).id
-            for n in range(count)
-        ]
 
 
 def status(email_id: int) -> str:

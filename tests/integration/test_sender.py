@@ -31,7 +31,7 @@ from shared.models import (
     User,
     utcnow,
 )
-from tests.fixtures.accounts import add_smtp_account
+from tests.fixtures.accounts import add_smtp_account, queue_unreleased
 
 QUEUE = STAGES["sender"].queue
 
@@ -515,24 +515,6 @@ def test_accounts_send_over_implicit_tls_and_plain_connections(
 
     wait_for(status_is(email_id, "processed"))
     assert len(smtp_server.messages) == 1
-
-
-def queue_unreleased(count: int, **fields: Any) -> list[int]:
-    """Queue emails from the support account without publishing them."""
-    with session_scope() as session:
-        account = session.get(Account, "support")
-        assert account is not None
-        return [
-            outbox.queue_email(
-                session,
-                account=account,
-                to=[f"reader{n}@example.test"],
-                subject=f"News {n}",
-                text="Spring is here.",
-                **fields,
-            ).id
-            for n in range(count)
-        ]
 
 
 def test_a_chunk_sends_only_its_pending_due_emails(smtp_server: SmtpServer) -> None:
