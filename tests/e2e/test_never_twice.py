@@ -18,7 +18,7 @@ from shared import outbox
 from shared.db import session_scope
 from shared.models import Email
 from tests.e2e.conftest import wait_until
-from tests.fixtures.accounts import add_smtp_account
+from tests.fixtures.accounts import add_smtp_account, queue_unreleased
 
 EMAILS = 600
 THREADS = 4
@@ -45,19 +45,10 @@ def test_a_sender_killed_mid_campaign_loses_no_email_and_repeats_none_outside_wi
     # This test plays the scheduler, with a short claim timeout.
     monkeypatch.setenv("SYSMAIL_CLAIM_TIMEOUT", "3")
     reset_settings()
-    account = add_smtp_account(smtp_server, "news", display_name="")
-    with session_scope() as session:
-        ids = [
-            outbox.queue_email(
-                session,
-                account=account,
-                to=[f"reader{n}@example.test"],
-                subject="Spring news",
-                text="Hello.",
-                kind="campaign",
-            ).id
-            for n in range(EMAILS)
-        ]
+    add_smtp_account(smtp_server, "news", display_name="")
+    ids = queue_unreleased(
+        EMAILS, "news", subject="Spring news", text="Hello.", kind="campaign"
+    )
     outbox.release(ids)
     log = tmp_path / "workers.log"
 

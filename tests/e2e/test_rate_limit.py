@@ -22,6 +22,7 @@ from shared import outbox
 from shared.db import session_scope
 from shared.models import Account, Email
 from tests.e2e.conftest import queue_state, wait_until
+from tests.fixtures.accounts import queue_unreleased
 
 RATE = "6/2s"
 PER_WINDOW = 6
@@ -106,17 +107,7 @@ def test_two_sender_processes_together_keep_the_accounts_rate(
             rate_limit=RATE,
         )
         session.add(account)
-        session.flush()
-        ids = [
-            outbox.queue_email(
-                session,
-                account=account,
-                to=[f"reader{n}@example.test"],
-                subject="Spring news",
-                text="Hello.",
-            ).id
-            for n in range(EMAILS)
-        ]
+    ids = queue_unreleased(EMAILS, "news", subject="Spring news", text="Hello.")
     # Both consuming before the first message, so RabbitMQ deals to both.
     wait_until(lambda: queue_state(broker_url, "send")[1] == 2, timeout=30)
 
