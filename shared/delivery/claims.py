@@ -72,18 +72,16 @@ def peek(
     return [(row[0], row[1], row[2], row[3]) for row in rows]
 
 
-# The claim and its history entries in one statement, so one commit.
+# The claim and its history entries in one statement, so one commit. Rows
+# are found by primary key alone: with the account among the conditions, a
+# generic plan (no statistics yet, right after a large campaign is stored)
+# read every email of the account to find a chunk's 25, 15 ms a claim.
 _CLAIM = """
-    WITH locked AS (
-        SELECT e.id FROM emails e
-        WHERE e.id = ANY(%(ids)s) AND e.account_id = %(account)s
-          AND e.direction = 'out'
+    WITH locked AS MATERIALIZED (
+        SELECT e.id, e.account_id FROM emails e
+        WHERE e.id = ANY(%(ids)s) AND e.direction = 'out'
           AND e.status = 'pending_processing'
           AND (e.scheduled_at IS NULL OR e.scheduled_at <= now())
-          AND EXISTS (
-              SELECT 1 FROM accounts a WHERE a.id = e.account_id AND a.active
-          )
-          AND NOT EXISTS (SELECT 1 FROM preferences p WHERE p.suspended)
         ORDER BY e.id
         FOR UPDATE OF e
     ), claimed AS (
@@ -92,6 +90,11 @@ _CLAIM = """
             attempts = e.attempts + 1, updated_at = now()
         FROM locked
         WHERE e.id = locked.id AND e.status = 'pending_processing'
+          AND locked.account_id = %(account)s
+          AND EXISTS (
+              SELECT 1 FROM accounts a WHERE a.id = %(account)s AND a.active
+          )
+          AND NOT EXISTS (SELECT 1 FROM preferences p WHERE p.suspended)
         RETURNING e.id, e.attempts, e.raw, e.to_addresses, e.cc_addresses
     ), logged AS (
         INSERT INTO email_status_changes (email_id, at, from_status, to_status,

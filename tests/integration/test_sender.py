@@ -711,3 +711,47 @@ def test_an_email_sent_after_its_claim_was_taken_back_is_recorded_from_pending(
     last = history(email_id)[-1]
     assert (last.from_status, last.to_status) == ("pending_processing", "processed")
     assert email(email_id).status == "processed"
+
+
+def _reads_of_emails(plan: dict[str, Any]) -> set[str]:
+    """The emails indexes a JSON plan reads, and "Seq Scan" if it reads the
+    whole table."""
+    found = set()
+    index = plan.get("Index Name", "")
+    if index.endswith("_emails") or index.startswith(("ix_emails", "uq_emails")):
+        found.add(index)
+    if plan["Node Type"] == "Seq Scan" and plan.get("Relation Name") == "emails":
+        found.add("Seq Scan")
+    for child in plan.get("Plans", []):
+        found |= _reads_of_emails(child)
+    return found
+
+
+def test_a_claim_reads_its_chunk_by_primary_key_even_before_statistics_exist(
+    smtp_server: SmtpServer,
+) -> None:
+    # Right after a large campaign is stored nothing has analyzed the table
+    # yet; a generic plan then once read every email of the account.
+    add_smtp_account(smtp_server)
+    ids = queue_unreleased(300)
+    statement = delivery.claims._CLAIM.replace("%(ids)s", "$1::bigint[]").replace(
+        "%(account)s", "$2::text"
+    )
+    with driver_autocommit() as db:
+        db.execute(
+            "DELETE FROM pg_statistic WHERE starelid = 'emails'::regclass;"
+            "UPDATE pg_class SET reltuples = -1, relpages = 0 "
+            "WHERE oid = 'emails'::regclass"
+        )
+        db.execute("SET plan_cache_mode = force_generic_plan")
+        db.execute(f"PREPARE generic_claim AS {statement}")
+        try:
+            chunk = ",".join(str(i) for i in ids[100:125])
+            [[plan]] = db.execute(
+                f"EXPLAIN (FORMAT JSON) EXECUTE generic_claim('{{{chunk}}}', 'support')"
+            ).fetchall()
+        finally:
+            db.execute("DEALLOCATE generic_claim")
+            db.execute("RESET plan_cache_mode")
+
+    assert _reads_of_emails(plan[0]["Plan"]) == {"pk_emails"}
