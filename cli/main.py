@@ -21,7 +21,7 @@ from cli import (
     sending,
     templates,
 )
-from config.settings import get_settings
+from config.settings import SettingsError, get_settings
 from shared.errors import SysmailError
 
 
@@ -31,7 +31,7 @@ class Sysmail(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except SysmailError as exc:
+        except (SysmailError, SettingsError) as exc:
             click.echo(f"sysmail: error: {exc}", err=True)
             sys.exit(1)
         except OperationalError as exc:

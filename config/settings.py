@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -43,11 +43,26 @@ class Settings(BaseSettings):
     worker_threads: int = 8
     # An email still in_process this long after its claim is taken back.
     claim_timeout: int = 600
+    # Emails a sender thread may have had accepted by the server without
+    # their processed status committed yet; recorded together once so many
+    # are. 1 keeps the window of a crash smallest, at a commit per email.
+    sender_window: int = Field(default=1, ge=1)
+
+
+class SettingsError(ValueError):
+    """A setting in the environment or ``.env`` has a value it cannot take."""
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "SYSMAIL_" + str(first["loc"][0]).upper() if first["loc"] else "?"
+        raise SettingsError(
+            f"setting {name}: {first['msg']} (got {first.get('input')!r})"
+        ) from exc
 
 
 def reset_settings() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -87,38 +88,50 @@ class GroupCommit:
         self._waiting: list[_Sent] = []
         self._writing = False
 
-    def record(self, db: Driver, claim: Claim, accepted: Accepted) -> Outcome:
-        """Commit that the server accepted the email; return once committed.
+    def record(
+        self, db: Driver, sent: Sequence[tuple[Claim, Accepted]]
+    ) -> dict[int, Outcome]:
+        """Commit that the server accepted these emails; return once committed.
 
         ``db`` is the caller's connection, used if this thread writes the
         group. Raises RecordNotWritten when the commit failed.
         """
-        reason = _accepted_reason(accepted)
-        entry = _Sent(claim, reason, accepted.code, accepted.reply, datetime.now(UTC))
-        group = self._join(entry)
+        now = datetime.now(UTC)
+        entries = [
+            _Sent(claim, _accepted_reason(accepted), accepted.code, accepted.reply, now)
+            for claim, accepted in sent
+        ]
+        if not entries:
+            return {}
+        group = self._join(entries)
         if group is not None:
             self._write(db, group)
-        if entry.error is not None:
+        failed = next((e.error for e in entries if e.error is not None), None)
+        if failed is not None:
             raise RecordNotWritten(
-                f"email {claim.email_id}: sent, but its status was not "
-                f"committed: {entry.error}"
-            ) from entry.error
-        log.info(
-            "email=%s account=%s status in_process -> processed: %s",
-            claim.email_id,
-            claim.account.id,
-            reason,
-        )
-        return Outcome(claim.email_id, "processed", reason)
+                f"emails {','.join(str(e.claim.email_id) for e in entries)}: "
+                f"sent, but their status was not committed: {failed}"
+            ) from failed
+        for entry in entries:
+            log.info(
+                "email=%s account=%s status in_process -> processed: %s",
+                entry.claim.email_id,
+                entry.claim.account.id,
+                entry.reason,
+            )
+        return {
+            e.claim.email_id: Outcome(e.claim.email_id, "processed", e.reason)
+            for e in entries
+        }
 
-    def _join(self, entry: _Sent) -> list[_Sent] | None:
+    def _join(self, entries: list[_Sent]) -> list[_Sent] | None:
         """Wait while another thread writes; None once it wrote ours, else
         the group this thread is to write (ours among them)."""
         with self._changed:
-            self._waiting.append(entry)
-            while self._writing and not entry.done:
+            self._waiting.extend(entries)
+            while self._writing and not entries[-1].done:
                 self._changed.wait()
-            if entry.done:
+            if entries[-1].done:
                 return None
             group, self._waiting = self._waiting, []
             self._writing = True

@@ -11,6 +11,7 @@ from datetime import datetime
 
 from sqlalchemy import update
 
+from config.settings import get_settings
 from shared import history, outbox, ratelimit
 from shared.bus import publish
 from shared.db import driver_autocommit, session_scope
@@ -18,7 +19,7 @@ from shared.delivery import claims
 from shared.delivery.claims import Claim, Driver, Outcome
 from shared.delivery.records import RECORDS, record_failure
 from shared.errors import DeliveryError, PermanentFailure, SysmailError
-from shared.mail.smtp import POOL, ConnectionDropped, Lease, transmit
+from shared.mail.smtp import POOL, Accepted, ConnectionDropped, Lease, transmit
 from shared.messages import SendEmail
 from shared.models import Account, Email, utcnow
 
@@ -69,7 +70,10 @@ def _deliver_by_hand(db: Driver, email_id: int, account: Account) -> Outcome:
         if lease.connection is None:
             assert lease.trouble is not None
             return record_failure(claim, lease.trouble, True)
-        return _send(db, lease, claim, manual=True)
+        result = _send(lease, claim, manual=True)
+        if isinstance(result, Outcome):
+            return result
+        return RECORDS.record(db, [(claim, result)])[email_id]
 
 
 def deliver_chunk(email_ids: Sequence[int]) -> list[Outcome]:
@@ -122,31 +126,45 @@ def _deliver_for(
             if email_id not in claimed:
                 outcomes[email_id] = _diagnose(email_id, False)
 
-        for email_id, wait in zip(email_ids, waits, strict=True):
-            claim = claimed.get(email_id)
-            if claim is None:
-                continue
-            if isinstance(claim, Outcome):
-                outcomes[email_id] = claim
-                continue
-            if lease.connection is None and lease.trouble is None:
-                # The last one failed mid-send: a fresh connection.
-                lease.connection, lease.trouble = POOL.take(account, email_id)
-            if lease.trouble is not None:
-                # Not connecting again for each email of the chunk.
-                outcomes[email_id] = record_failure(claim, lease.trouble, False)
-                continue
-            pause = started + wait - time.monotonic()
-            if pause > 0:
-                time.sleep(pause)
-            outcomes[email_id] = _send(db, lease, claim)
-            if lease.connection is not None:
-                lease.connection = POOL.renew(account, lease.connection, email_id)
+        sent = _Unrecorded(db, get_settings().sender_window)
+        try:
+            for email_id, wait in zip(email_ids, waits, strict=True):
+                claim = claimed.get(email_id)
+                if claim is None:
+                    continue
+                if isinstance(claim, Outcome):
+                    outcomes[email_id] = claim
+                    continue
+                if lease.connection is None and lease.trouble is None:
+                    # The last one failed mid-send: a fresh connection.
+                    lease.connection, lease.trouble = POOL.take(account, email_id)
+                if lease.trouble is not None:
+                    # Not connecting again for each email of the chunk.
+                    outcomes[email_id] = record_failure(claim, lease.trouble, False)
+                    continue
+                pause = started + wait - time.monotonic()
+                if pause > 0:
+                    # Nothing sent waits unrecorded through a rate pause.
+                    outcomes.update(sent.record())
+                    time.sleep(pause)
+                result = _send(lease, claim)
+                if isinstance(result, Outcome):
+                    outcomes[email_id] = result
+                else:
+                    outcomes.update(sent.add(claim, result))
+                if lease.connection is not None:
+                    lease.connection = POOL.renew(account, lease.connection, email_id)
+        finally:
+            # Also when something unexpected cut the chunk short: what the
+            # server accepted is recorded before the error goes on.
+            outcomes.update(sent.record())
     return outcomes
 
 
-def _send(db: Driver, lease: Lease, claim: Claim, *, manual: bool = False) -> Outcome:
-    """One email over the lease's connection, which is closed on a failure.
+def _send(lease: Lease, claim: Claim, *, manual: bool = False) -> Accepted | Outcome:
+    """One email over the lease's connection, which is closed on a failure;
+    the server's acceptance, for the caller to record, or the failure,
+    recorded here.
 
     A pooled connection the server closed while it was idle is replaced
     once, at no cost of an attempt: the email had not reached the server.
@@ -154,7 +172,7 @@ def _send(db: Driver, lease: Lease, claim: Claim, *, manual: bool = False) -> Ou
     assert lease.connection is not None
     try:
         try:
-            accepted = transmit(
+            return transmit(
                 lease.connection, claim.envelope_from, claim.recipients, claim.raw
             )
         except ConnectionDropped:
@@ -163,7 +181,7 @@ def _send(db: Driver, lease: Lease, claim: Claim, *, manual: bool = False) -> Ou
             if lease.connection is None:
                 assert lease.trouble is not None
                 return record_failure(claim, lease.trouble, manual)
-            accepted = transmit(
+            return transmit(
                 lease.connection, claim.envelope_from, claim.recipients, claim.raw
             )
     except DeliveryError as exc:
@@ -171,7 +189,27 @@ def _send(db: Driver, lease: Lease, claim: Claim, *, manual: bool = False) -> Ou
         POOL.discard(lease.connection)
         lease.connection = None
         return record_failure(claim, exc, manual)
-    return RECORDS.record(db, claim, accepted)
+
+
+class _Unrecorded:
+    """A thread's emails the server accepted and whose ``processed`` status
+    is not committed yet: at most ``window`` of them, recorded together."""
+
+    def __init__(self, db: Driver, window: int) -> None:
+        self._db = db
+        self._window = window
+        self._sent: list[tuple[Claim, Accepted]] = []
+
+    def add(self, claim: Claim, accepted: Accepted) -> dict[int, Outcome]:
+        """Keep one more; record them all once the window is full."""
+        self._sent.append((claim, accepted))
+        if len(self._sent) < self._window:
+            return {}
+        return self.record()
+
+    def record(self) -> dict[int, Outcome]:
+        sent, self._sent = self._sent, []
+        return RECORDS.record(self._db, sent)
 
 
 _accounts: dict[str, tuple[float, datetime | None, Account]] = {}

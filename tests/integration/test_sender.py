@@ -604,6 +604,87 @@ def test_a_failure_in_the_middle_of_a_chunk_affects_only_that_email(
     assert sorted(received) == sorted(email(i).message_id for i in (first, last))
 
 
+@pytest.fixture
+def window(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[int], None]]:
+    """Set the sender window of this process."""
+
+    def set_window(size: int) -> None:
+        monkeypatch.setenv("SYSMAIL_SENDER_WINDOW", str(size))
+        reset_settings()
+
+    yield set_window
+    monkeypatch.delenv("SYSMAIL_SENDER_WINDOW", raising=False)
+    reset_settings()
+
+
+def _unrecorded(server: SmtpServer, ids: list[int]) -> int:
+    """Emails the server has that are not yet recorded as processed."""
+    received = {parsed(raw)["Message-ID"] for _, _, raw in server.messages}
+    return sum(
+        1
+        for i in ids
+        if email(i).message_id in received and email(i).status != "processed"
+    )
+
+
+@pytest.mark.parametrize("size", [1, 3])
+def test_a_thread_never_has_more_unrecorded_emails_than_its_window(
+    smtp_server: SmtpServer,
+    monkeypatch: pytest.MonkeyPatch,
+    window: Callable[[int], None],
+    size: int,
+) -> None:
+    window(size)
+    add_smtp_account(smtp_server)
+    ids = queue_unreleased(7)
+    real_transmit = delivery.send.transmit
+    seen: list[int] = []
+
+    def transmit(connection: smtp.Connection, *args: Any) -> smtp.Accepted:
+        seen.append(_unrecorded(smtp_server, ids))
+        return real_transmit(connection, *args)
+
+    monkeypatch.setattr(delivery.send, "transmit", transmit)
+
+    outcomes = delivery.deliver_chunk(tuple(ids))
+
+    assert [o.status for o in outcomes] == ["processed"] * 7
+    # Before each send: what the server accepted and is not yet recorded.
+    assert seen == [n % size for n in range(7)]
+    assert all([c.to_status for c in history(i)].count("processed") == 1 for i in ids)
+
+
+def test_an_unexpected_error_mid_chunk_still_records_what_was_sent(
+    smtp_server: SmtpServer,
+    monkeypatch: pytest.MonkeyPatch,
+    window: Callable[[int], None],
+) -> None:
+    window(5)
+    add_smtp_account(smtp_server)
+    ids = queue_unreleased(4)
+    real_transmit = delivery.send.transmit
+    calls: list[int] = []
+
+    def transmit(connection: smtp.Connection, *args: Any) -> smtp.Accepted:
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("a bug in the sender")
+        return real_transmit(connection, *args)
+
+    monkeypatch.setattr(delivery.send, "transmit", transmit)
+
+    with pytest.raises(RuntimeError):
+        delivery.deliver_chunk(tuple(ids))
+
+    assert len(smtp_server.messages) == 2
+    assert [email(i).status for i in ids] == [
+        "processed",
+        "processed",
+        "in_process",
+        "in_process",
+    ]
+
+
 def test_a_pooled_connection_the_server_dropped_is_replaced_at_no_attempt(
     smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -706,7 +787,7 @@ def test_an_email_sent_after_its_claim_was_taken_back_is_recorded_from_pending(
     )
 
     with driver_autocommit() as db:
-        delivery.records.RECORDS.record(db, claim, smtp.Accepted(250, "Queued"))
+        delivery.records.RECORDS.record(db, [(claim, smtp.Accepted(250, "Queued"))])
 
     last = history(email_id)[-1]
     assert (last.from_status, last.to_status) == ("pending_processing", "processed")

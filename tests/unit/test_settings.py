@@ -112,3 +112,22 @@ def test_settings_are_kept_until_reset(
     reset_settings()
     assert get_settings() is not first
     assert get_settings().worker_threads == 3
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("SYSMAIL_SENDER_WINDOW", "0"), ("SYSMAIL_WORKER_THREADS", "many")],
+)
+def test_a_bad_setting_is_one_line_naming_it(bare: Path, name: str, value: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "cli.main", "worker", "sender"],
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, name: value},
+        capture_output=True,
+        text=True,
+    )
+
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"sysmail: error: setting {name}: ")
+    assert repr(value) in result.stderr
