@@ -14,7 +14,6 @@ from shared import campaigns as domain
 from shared.db import session_scope
 from shared.mail.compose import guess_type
 from shared.models import utcnow
-from shared.outbox import release
 
 
 @click.group("campaigns")
@@ -116,7 +115,7 @@ def send(campaign_id: str, at_text: str | None, attach: tuple[Path, ...]) -> Non
                 progress=progress,
                 # Chunk by chunk, so sending starts while the rest is stored.
                 # Only what is due goes out; the scheduler releases the rest.
-                release=release,
+                release=True,
             )
 
     skipped = ", ".join(f"{k} {v}" for k, v in queued.skipped.items() if v)

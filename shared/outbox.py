@@ -334,7 +334,7 @@ def release(email_ids: Iterable[int]) -> None:
             .values(enqueued_at=utcnow())
             .returning(Email.id, Email.account_id)
         ).all()
-    _publish_or_unstamp([(row[0], row[1]) for row in due])
+    publish_or_unstamp([(row[0], row[1]) for row in due])
 
 
 def release_due(limit: int = 1000) -> int:
@@ -370,7 +370,7 @@ def release_due(limit: int = 1000) -> int:
             ),
             {"stale": REPUBLISH_AFTER, "limit": limit},
         ).all()
-    published = _publish_or_unstamp([(row[0], row[1]) for row in rows])
+    published = publish_or_unstamp([(row[0], row[1]) for row in rows])
     if published:
         log.info("released %d due emails", published)
     return published
@@ -400,7 +400,7 @@ def chunked(emails: Iterable[tuple[int, str | None]]) -> Iterator[tuple[int, ...
             yield tuple(ids[start : start + SEND_CHUNK])
 
 
-def _publish_or_unstamp(emails: Sequence[tuple[int, str | None]]) -> int:
+def publish_or_unstamp(emails: Sequence[tuple[int, str | None]]) -> int:
     """Publish stamped emails; unstamp those the broker did not take, so the
     next pass of the scheduler tries them again."""
     if not emails:

@@ -6,16 +6,19 @@ in by the hundred: one ORM flush per email would make a large campaign take
 minutes. Ids are taken from the sequence first, since the subject's tag
 needs them.
 
-Given ``release``, each chunk is committed and released as soon as it is
-stored, so sending starts while the rest is still being written. Every
-email is rendered before the first commit, so a template or contact that
-fails still queues nothing.
+With ``release``, each chunk is committed and published as soon as it is
+stored, so sending starts while the rest is still being written. Its rows
+go in already stamped ``enqueued_at`` (what ``outbox.release`` would do in
+an UPDATE of its own); a chunk the broker does not take is unstamped, and
+the scheduler publishes it later. Every recipient's template is filled
+before the first commit, so a template or contact that fails still queues
+nothing.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import make_msgid
@@ -43,7 +46,7 @@ from shared.models import (
     Template,
     utcnow,
 )
-from shared.templating import render
+from shared.templating import Rendered, render
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +75,14 @@ def send_campaign(
     at: datetime | None = None,
     attachments: Sequence[tuple[str, str, bytes]] = (),
     progress: Callable[[int, int], None] | None = None,
-    release: Callable[[Iterable[int]], None] | None = None,
+    release: bool = False,
 ) -> Queued:
     """Queue one email per recipient; the caller commits, then releases.
 
-    With ``release`` (``outbox.release``), chunks are committed and released
-    here as they are stored, the campaign's status with the first one; the
-    caller's commit then only ends the last, empty transaction.
+    With ``release``, chunks are committed and published here as they are
+    stored, when they are due and processing is not suspended, the
+    campaign's status with the first one; the caller's commit then only
+    ends the last, empty transaction.
 
     The campaign row is locked for the whole transaction, so a second send,
     even a concurrent one, finds it queued and stores nothing. An
@@ -113,20 +117,23 @@ def send_campaign(
     skipped["no_address"] += no_address
     queued = Queued(skipped={r: skipped[r] for r in SKIP_REASONS}, scheduled_at=at)
     files = [(f, t or guess_type(f), d) for f, t, d in attachments]
-    batch = _Batch(campaign, account, template, outbox.preferences(session), at, files)
+    preferences = outbox.preferences(session)
+    publish = release and not preferences.suspended and (at is None or at <= utcnow())
+    batch = _Batch(campaign, account, template, preferences, at, files, publish)
 
-    stored = [
-        (ids, [batch.email(i, c) for i, c in zip(ids, chunk, strict=True)])
-        for chunk in chunks(recipients, CHUNK if release is None else RELEASE_CHUNK)
-        for ids in [_reserve_ids(session, len(chunk))]
-    ]
-    if release is not None:
+    # Every template is filled before anything is stored; the messages are
+    # built chunk by chunk, while the first chunks are already being sent.
+    filled = [batch.fill(contact) for contact in recipients]
+    if release:
         _mark_queued(session, campaign, queued, at)
     # COPY on the session's connection: the ORM's bulk path would spend as
     # long again sorting out rows that are plain already, INSERT half as long.
-    for ids, rows in stored:
+    for chunk in chunks(filled, RELEASE_CHUNK if release else CHUNK):
+        ids = _reserve_ids(session, len(chunk))
         db = session.connection()
-        copy_rows(db, _EMAILS, rows)
+        copy_rows(
+            db, _EMAILS, [batch.email(i, *f) for i, f in zip(ids, chunk, strict=True)]
+        )
         copy_rows(db, _CHANGES, [batch.queued(i) for i in ids])
         copy_rows(db, _OUTBOX, [{"email_id": i} for i in ids])
         if attachments:
@@ -134,13 +141,14 @@ def send_campaign(
                 db, _FILES, [_attachment(i, *a) for i in ids for a in attachments]
             )
         queued.email_ids.extend(ids)
-        if release is not None:
+        if release:
             session.commit()
-            release(ids)
+        if publish:
+            outbox.publish_or_unstamp([(i, account.id) for i in ids])
         if progress is not None:
             progress(len(queued.email_ids), len(recipients))
 
-    if release is None:
+    if not release:
         _mark_queued(session, campaign, queued, at)
     log.info(
         "campaign=%s account=%s queued %d emails, skipped %s",
@@ -202,16 +210,27 @@ class _Batch:
     preferences: Preferences
     at: datetime | None
     files: Sequence[tuple[str, str, bytes]] = ()
+    # Published as stored: stamped as outbox.release stamps what it publishes.
+    stamped: bool = False
     now: datetime = field(default_factory=utcnow)
 
-    def email(self, email_id: int, contact: Contact) -> dict[str, Any]:
+    def fill(self, contact: Contact) -> tuple[Contact, dict[str, Any], Rendered]:
+        """The template filled for one recipient, or CampaignError."""
         context = recipient_context(self.campaign, contact)
         try:
-            rendered = render(self.template, context)
+            return contact, context, render(self.template, context)
         except SysmailError as exc:
             raise CampaignError(
                 f"campaign {self.campaign.id}: contact {contact.id}: {exc}"
             ) from exc
+
+    def email(
+        self,
+        email_id: int,
+        contact: Contact,
+        context: dict[str, Any],
+        rendered: Rendered,
+    ) -> dict[str, Any]:
         address = (contact.email or "").strip()
         tag = outbox.system_tag(email_id, self.preferences)
         from_address, from_name = outbox.sender_of(self.account, None)
@@ -234,6 +253,7 @@ class _Batch:
             "body_text": rendered.text,
             "body_html": rendered.html,
             "scheduled_at": self.at,
+            "enqueued_at": self.now if self.stamped else None,
             "campaign_id": self.campaign.id,
             "contact_id": contact.id,
             "headers": bulk_headers(self.account, self.campaign.id, contact.id),
