@@ -30,6 +30,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 from typing import Any
@@ -272,6 +273,7 @@ def peak_memory_kib(pid: int) -> int:
 class SysmailRun:
     seconds: float
     queue_seconds: float
+    first_seconds: float
     send_seconds: float
     cpu_seconds: float
     peak_kib: list[int]
@@ -296,6 +298,7 @@ def run_sysmail(
 
     with sender_workers(env, processes, threads, window) as workers:
         started = time.perf_counter()
+        started_at = datetime.now(UTC)
         cpu_before = sum(cpu_seconds(w.pid) for w in workers)
         with session_scope() as session:
             # As ``sysmail campaigns send`` does: each chunk released once
@@ -343,8 +346,14 @@ def run_sysmail(
                 {"c": campaign},
             ).one()
 
-    sending = (last - first).total_seconds()
-    return SysmailRun(finished - started, queued_at - started, sending, cpu, peaks)
+    return SysmailRun(
+        seconds=finished - started,
+        queue_seconds=queued_at - started,
+        first_seconds=(first - started_at).total_seconds(),
+        send_seconds=(last - first).total_seconds(),
+        cpu_seconds=cpu,
+        peak_kib=peaks,
+    )
 
 
 # -- the plain loop --------------------------------------------------------------
@@ -487,6 +496,7 @@ def _sysmail_rows(
             "  queuing and releasing",
             f"{result.queue_seconds:.2f} s (sending overlaps it)",
         ),
+        ("  first processed after", f"{result.first_seconds:.2f} s"),
         (
             "  first to last processed",
             f"{result.send_seconds:.2f} s, "

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, select
@@ -236,32 +236,69 @@ def create_campaign(
     return campaign
 
 
-def audience_of(session: Session, campaign: Campaign) -> tuple[list[Contact], int]:
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """What mass email needs of a contact, read as plain rows: a large
+    audience as ORM objects cost a tenth of the time to queue it."""
+
+    id: str
+    name: str
+    email: str | None
+    opted_out: bool
+    bounced: bool
+    fields: dict[str, Any]
+
+
+class Addressee(Protocol):
+    """What choosing recipients reads of a contact."""
+
+    @property
+    def email(self) -> str | None: ...
+
+    @property
+    def opted_out(self) -> bool: ...
+
+    @property
+    def bounced(self) -> bool: ...
+
+
+_RECIPIENT = select(
+    Contact.id,
+    Contact.name,
+    Contact.email,
+    Contact.opted_out,
+    Contact.bounced,
+    Contact.fields,
+)
+
+
+def audience_of(session: Session, campaign: Campaign) -> tuple[list[Recipient], int]:
     """The campaign's contacts in order, and the rows known to lack an address."""
     audience = campaign.audience
     if audience.get("source") == "csv":
         ids: list[str] = list(audience.get("contact_ids", []))
-        by_id: dict[str, Contact] = {}
+        by_id: dict[str, Recipient] = {}
         for chunk in chunks(sorted(set(ids))):
-            by_id.update(
-                (c.id, c)
-                for c in session.scalars(select(Contact).where(Contact.id.in_(chunk)))
-            )
+            rows = session.execute(_RECIPIENT.where(Contact.id.in_(chunk)))
+            by_id.update((row.id, Recipient(*row)) for row in rows)
         contacts = [by_id[i] for i in ids if i in by_id]
         return contacts, int(audience.get("no_address", 0))
 
-    query = select(Contact).order_by(Contact.id)
+    query = _RECIPIENT.order_by(Contact.id)
     business_account_id = audience.get("business_account_id")
     if business_account_id is not None:
         query = query.where(Contact.business_account_id == business_account_id)
-    return list(session.scalars(query)), 0
+    return [Recipient(*row) for row in session.execute(query)], 0
+
+
+_Contact = TypeVar("_Contact", bound=Addressee)
 
 
 def select_recipients(
-    contacts: Iterable[Contact],
-) -> tuple[list[Contact], Counter[str]]:
+    contacts: Iterable[_Contact],
+) -> tuple[list[_Contact], Counter[str]]:
     """Leave out who must not get the mail; count each reason."""
-    chosen: list[Contact] = []
+    chosen: list[_Contact] = []
     skipped: Counter[str] = Counter()
     seen: set[str] = set()
     for contact in contacts:

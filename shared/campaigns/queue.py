@@ -28,7 +28,7 @@ from sqlalchemy import Table, select, text
 from sqlalchemy.orm import Session
 
 from shared import outbox
-from shared.campaigns.audience import audience_of, select_recipients
+from shared.campaigns.audience import Recipient, audience_of, select_recipients
 from shared.campaigns.common import CHUNK, SKIP_REASONS, CampaignError, chunks
 from shared.campaigns.unsubscribe import bulk_headers
 from shared.db import copy_rows
@@ -38,7 +38,6 @@ from shared.models import (
     Account,
     Attachment,
     Campaign,
-    Contact,
     Email,
     EmailStatusChange,
     OutboxEntry,
@@ -181,7 +180,7 @@ def _reserve_ids(session: Session, count: int) -> list[int]:
     )
 
 
-def recipient_context(campaign: Campaign, contact: Contact) -> dict[str, Any]:
+def recipient_context(campaign: Campaign, contact: Recipient) -> dict[str, Any]:
     """What a campaign template sees: the contact and the campaign, as data.
 
     A contact's fields are there both as ``contact.city`` and as
@@ -214,7 +213,7 @@ class _Batch:
     stamped: bool = False
     now: datetime = field(default_factory=utcnow)
 
-    def fill(self, contact: Contact) -> tuple[Contact, dict[str, Any], Rendered]:
+    def fill(self, contact: Recipient) -> tuple[Recipient, dict[str, Any], Rendered]:
         """The template filled for one recipient, or CampaignError."""
         context = recipient_context(self.campaign, contact)
         try:
@@ -227,7 +226,7 @@ class _Batch:
     def email(
         self,
         email_id: int,
-        contact: Contact,
+        contact: Recipient,
         context: dict[str, Any],
         rendered: Rendered,
     ) -> dict[str, Any]:
