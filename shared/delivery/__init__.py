@@ -9,7 +9,8 @@ handles a chunk in three steps:
 2. **Send** each over the thread's pooled connection of the account.
 3. **Record** (``records``): ``processed``, or the failure, is committed
    right after the server's reply and before the thread sends the next
-   email. The threads of a worker share those commits.
+   email (or, with ``SYSMAIL_SENDER_WINDOW`` above 1, once the thread has
+   that many accepted). The threads of a worker share those commits.
 
 The window. Between the server's final reply to DATA and the commit of
 step 3 lies one statement, shared with whatever other threads of the worker
@@ -17,7 +18,8 @@ finished at the same moment. If the process dies inside it (power loss,
 SIGKILL), the server has the mail but the email stays ``in_process``; after
 ``claim_timeout`` the scheduler gives it back to pending and it is sent a
 second time. This is the only way an email goes out twice: at most one
-email per sender thread of the killed worker. Closing it would need the
+email per sender thread of the killed worker (``SYSMAIL_SENDER_WINDOW``
+emails per thread when it is set higher). Closing it would need the
 server to take part, and SMTP has no idempotency key. The rest of a killed
 worker's claimed chunk was never sent; it goes back the same way and is
 sent once. So does the rest of a chunk cut short by an unexpected error

@@ -2,12 +2,14 @@
 
 A thread that sent an email waits until its ``processed`` status is
 committed before it sends the next one, so at most one email per sender
-thread is ever accepted by a server and not yet recorded. The threads of a
-worker share those commits (group commit, as a database does for its own
-log): the thread that finds no commit under way writes every record waiting
-at that moment in one statement, and the others wait for it. A thread alone
-commits its own at once; under load one statement carries several emails,
-and PostgreSQL spends a fraction of a statement on each.
+thread is ever accepted by a server and not yet recorded
+(``SYSMAIL_SENDER_WINDOW`` allows a thread more, recorded together). The
+threads of a worker share those commits (group commit, as a database does
+for its own log): the thread that finds no commit under way waits a moment
+(``GATHER_SECONDS``) for the threads still sending, then writes every
+record waiting in one statement, and the others wait for it. A thread
+alone commits its own at once; under load one statement carries several
+emails, and PostgreSQL spends a fraction of a statement on each.
 
 Failures are rare and recorded one by one, through the ORM.
 """
@@ -16,7 +18,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -31,6 +35,8 @@ from shared.models import Email, utcnow
 
 log = logging.getLogger(__name__)
 
+# How long the thread that writes a group waits for threads still sending.
+GATHER_SECONDS = 0.004
 # First pause after a temporary failure; it doubles with each attempt.
 RETRY_BASE_SECONDS = 30.0
 # Kept below outbox.REPUBLISH_AFTER, so the scheduler never beats the retry.
@@ -87,6 +93,21 @@ class GroupCommit:
         self._changed = threading.Condition()
         self._waiting: list[_Sent] = []
         self._writing = False
+        # Threads in the middle of a send they will record right after.
+        self._sending = 0
+
+    @contextmanager
+    def sending(self) -> Iterator[None]:
+        """Around a send whose record follows at once, so that a writer
+        knows to wait for it."""
+        with self._changed:
+            self._sending += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._sending -= 1
+                self._changed.notify_all()
 
     def record(
         self, db: Driver, sent: Sequence[tuple[Claim, Accepted]]
@@ -133,8 +154,13 @@ class GroupCommit:
                 self._changed.wait()
             if entries[-1].done:
                 return None
-            group, self._waiting = self._waiting, []
             self._writing = True
+            # As PostgreSQL's commit_delay: a moment for the threads still
+            # sending to join, so one commit carries more emails.
+            deadline = time.monotonic() + GATHER_SECONDS
+            while self._sending and (left := deadline - time.monotonic()) > 0:
+                self._changed.wait(left)
+            group, self._waiting = self._waiting, []
             return group
 
     def _write(self, db: Driver, group: list[_Sent]) -> None:

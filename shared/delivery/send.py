@@ -7,6 +7,7 @@ import random
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 
 from sqlalchemy import update
@@ -147,7 +148,8 @@ def _deliver_for(
                     # Nothing sent waits unrecorded through a rate pause.
                     outcomes.update(sent.record())
                     time.sleep(pause)
-                result = _send(lease, claim)
+                with sent.sending():
+                    result = _send(lease, claim)
                 if isinstance(result, Outcome):
                     outcomes[email_id] = result
                 else:
@@ -199,6 +201,13 @@ class _Unrecorded:
         self._db = db
         self._window = window
         self._sent: list[tuple[Claim, Accepted]] = []
+
+    def sending(self) -> AbstractContextManager[None]:
+        """Around a send; a writer of the worker's records waits for it
+        when it fills the window, as its record follows at once."""
+        if len(self._sent) + 1 < self._window:
+            return nullcontext()
+        return RECORDS.sending()
 
     def add(self, claim: Claim, accepted: Accepted) -> dict[int, Outcome]:
         """Keep one more; record them all once the window is full."""
