@@ -90,9 +90,14 @@ class GroupCommit:
     """The ``processed`` records of one worker's threads, committed together."""
 
     def __init__(self) -> None:
-        self._changed = threading.Condition()
+        lock = threading.Lock()
+        # Threads whose records are in a group being written wait on this;
+        # the writer gathering its group waits on the other.
+        self._written = threading.Condition(lock)
+        self._sent = threading.Condition(lock)
         self._waiting: list[_Sent] = []
         self._writing = False
+        self._gathering = False
         # Threads in the middle of a send they will record right after.
         self._sending = 0
 
@@ -100,14 +105,15 @@ class GroupCommit:
     def sending(self) -> Iterator[None]:
         """Around a send whose record follows at once, so that a writer
         knows to wait for it."""
-        with self._changed:
+        with self._sent:
             self._sending += 1
         try:
             yield
         finally:
-            with self._changed:
+            with self._sent:
                 self._sending -= 1
-                self._changed.notify_all()
+                if self._gathering and not self._sending:
+                    self._sent.notify()
 
     def record(
         self, db: Driver, sent: Sequence[tuple[Claim, Accepted]]
@@ -148,18 +154,20 @@ class GroupCommit:
     def _join(self, entries: list[_Sent]) -> list[_Sent] | None:
         """Wait while another thread writes; None once it wrote ours, else
         the group this thread is to write (ours among them)."""
-        with self._changed:
+        with self._written:
             self._waiting.extend(entries)
             while self._writing and not entries[-1].done:
-                self._changed.wait()
+                self._written.wait()
             if entries[-1].done:
                 return None
             self._writing = True
             # As PostgreSQL's commit_delay: a moment for the threads still
             # sending to join, so one commit carries more emails.
+            self._gathering = True
             deadline = time.monotonic() + GATHER_SECONDS
             while self._sending and (left := deadline - time.monotonic()) > 0:
-                self._changed.wait(left)
+                self._sent.wait(left)
+            self._gathering = False
             group, self._waiting = self._waiting, []
             return group
 
@@ -188,12 +196,12 @@ class GroupCommit:
                 exc_info=True,
             )
         finally:
-            with self._changed:
+            with self._written:
                 for sent in group:
                     sent.done = True
                     sent.error = error
                 self._writing = False
-                self._changed.notify_all()
+                self._written.notify_all()
 
 
 RECORDS = GroupCommit()
