@@ -13,8 +13,9 @@ handles a chunk in three steps:
    that many accepted). The threads of a worker share those commits.
 
 The window. Between the server's final reply to DATA and the commit of
-step 3 lies one statement, shared with whatever other threads of the worker
-finished at the same moment. If the process dies inside it (power loss,
+step 3 lie a few milliseconds: the writing thread's wait for the threads
+still sending, and one statement shared with whatever other threads of the
+worker finished by then. If the process dies inside it (power loss,
 SIGKILL), the server has the mail but the email stays ``in_process``; after
 ``claim_timeout`` the scheduler gives it back to pending and it is sent a
 second time. This is the only way an email goes out twice: at most one
