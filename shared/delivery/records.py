@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from shared import history, outbox
 from shared.bus import publish
@@ -123,9 +123,14 @@ class GroupCommit:
         ``db`` is the caller's connection, used if this thread writes the
         group. Raises RecordNotWritten when the commit failed.
         """
-        now = datetime.now(UTC)
         entries = [
-            _Sent(claim, _accepted_reason(accepted), accepted.code, accepted.reply, now)
+            _Sent(
+                claim,
+                _accepted_reason(accepted),
+                accepted.code,
+                accepted.reply,
+                accepted.at,
+            )
             for claim, accepted in sent
         ]
         if not entries:

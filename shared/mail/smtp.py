@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from shared.errors import DeliveryError, PermanentFailure, TemporaryFailure
 from shared.mail.connect import open_smtp, outgoing_server
@@ -52,11 +53,13 @@ class Connection:
 
 @dataclass(frozen=True)
 class Accepted:
-    """The server's reply to the end of DATA, and recipients it refused."""
+    """The server's reply to the end of DATA, recipients it refused, and
+    when it came."""
 
     code: int
     reply: str
     refused: dict[str, tuple[int, str]] = field(default_factory=dict)
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 @dataclass

@@ -651,6 +651,10 @@ def test_a_thread_never_has_more_unrecorded_emails_than_its_window(
     assert [o.status for o in outcomes] == ["processed"] * 7
     # Before each send: what the server accepted and is not yet recorded.
     assert seen == [n % size for n in range(7)]
+    # Each is stamped when the server accepted it, not when it was recorded.
+    sent_at = [email(i).sent_at for i in ids]
+    assert sent_at == sorted(sent_at)
+    assert len(set(sent_at)) == 7
     assert all([c.to_status for c in history(i)].count("processed") == 1 for i in ids)
 
 
