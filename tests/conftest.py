@@ -15,6 +15,7 @@ from sqlalchemy import create_engine, text
 from config.settings import reset_settings
 from shared import db as shared_db
 from shared import migrate
+from shared.bus import STAGES, install_broker
 from shared.models import Base
 
 pytest_plugins = ["tests.fixtures.mailservers"]
@@ -57,6 +58,22 @@ def broker_url() -> Iterator[str]:
     )
     yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
     subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=False)
+
+
+@pytest.fixture
+def broker(broker_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """This run's RabbitMQ vhost as this process's broker, every stage's
+    queue declared and empty; its URL."""
+    monkeypatch.setenv("SYSMAIL_BROKER_URL", broker_url)
+    reset_settings()
+    installed = install_broker()
+    for stage in STAGES.values():
+        installed.declare_queue(stage.queue)
+    installed.flush_all()
+    yield broker_url
+    installed.flush_all()
+    installed.close()
+    reset_settings()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -14,9 +14,7 @@ from typing import Any
 import pika
 import pytest
 
-from config.settings import reset_settings
 from services.devmail import free_port
-from shared.bus import STAGES, install_broker
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSMAIL = [sys.executable, "-m", "cli.main"]
@@ -104,16 +102,8 @@ def running_system(
 
 
 @pytest.fixture
-def publisher(broker_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def publisher(broker: str) -> None:
     """This process publishes to the run's RabbitMQ, as the CLI would."""
-    monkeypatch.setenv("SYSMAIL_BROKER_URL", broker_url)
-    reset_settings()
-    broker = install_broker()
-    broker.declare_queue(STAGES["sender"].queue)
-    broker.flush_all()
-    yield
-    broker.close()
-    reset_settings()
 
 
 def queue_state(broker_url: str, queue: str) -> tuple[int, int]:

@@ -21,7 +21,7 @@ from cli.main import cli
 from config.settings import reset_settings
 from services.devmail import SmtpServer
 from shared import delivery, outbox
-from shared.bus import STAGES, install_broker
+from shared.bus import STAGES
 from shared.campaigns import (
     CampaignError,
     create_campaign,
@@ -47,19 +47,6 @@ from shared.models import (
 SUBJECT = "Spring news for {{ contact.name }}"
 TEXT = "Hello {{ contact.name }} in {{ contact.city }}."
 HTML = "<p>Hello {{ contact.name }}, {{ contact.fields.plan }}</p>"
-
-
-@pytest.fixture
-def broker(broker_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """This run's RabbitMQ vhost, its send queue empty."""
-    monkeypatch.setenv("SYSMAIL_BROKER_URL", broker_url)
-    reset_settings()
-    installed = install_broker()
-    installed.declare_queue(STAGES["sender"].queue)
-    installed.flush(STAGES["sender"].queue)
-    yield broker_url
-    installed.close()
-    reset_settings()
 
 
 def queued_messages(broker_url: str) -> list[int]:

@@ -14,9 +14,7 @@ from click.testing import CliRunner, Result
 from sqlalchemy import func, select
 
 from cli.main import cli
-from config.settings import reset_settings
 from services.devmail import SmtpServer
-from shared.bus import STAGES, install_broker
 from shared.db import session_scope
 from shared.mail import smtp
 from shared.models import Email, Preferences, Template, User, utcnow
@@ -24,17 +22,10 @@ from tests.fixtures.accounts import add_smtp_account
 
 
 @pytest.fixture
-def broker(broker_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv("SYSMAIL_BROKER_URL", broker_url)
-    reset_settings()
-    installed = install_broker()
-    installed.declare_queue(STAGES["sender"].queue)
-    installed.flush_all()
-    yield broker_url
-    installed.flush_all()
-    installed.close()
+def broker(broker: str) -> Iterator[str]:
+    """The run's broker; the sender's pooled connections closed after."""
+    yield broker
     smtp.POOL.close_all()
-    reset_settings()
 
 
 @pytest.fixture

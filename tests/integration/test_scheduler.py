@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from datetime import timedelta
 
 import dramatiq.errors
@@ -15,22 +14,9 @@ import pytest
 
 from config.settings import reset_settings
 from services import scheduler
-from shared.bus import STAGES, install_broker
+from shared.bus import install_broker
 from shared.db import session_scope
 from shared.models import Account, Email, Preferences, utcnow
-
-
-@pytest.fixture
-def broker(broker_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv("SYSMAIL_BROKER_URL", broker_url)
-    reset_settings()
-    installed = install_broker()
-    for stage in STAGES.values():
-        installed.declare_queue(stage.queue)
-        installed.flush(stage.queue)
-    yield broker_url
-    installed.close()
-    reset_settings()
 
 
 def drain(broker_url: str, queue: str) -> list[dict[str, object]]:

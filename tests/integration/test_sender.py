@@ -119,20 +119,12 @@ def start_worker(broker: dramatiq.Broker) -> dramatiq.Worker:
 
 
 @pytest.fixture
-def broker(broker_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """This run's RabbitMQ vhost as the global broker, send queues empty."""
-    monkeypatch.setenv("SYSMAIL_BROKER_URL", broker_url)
-    reset_settings()
-    installed = install_broker()
-    installed.declare_queue(QUEUE)
-    installed.flush_all()
-    # Retries after a temporary failure come in tenths of seconds here.
+def broker(broker: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The run's broker, with retries after a temporary failure coming in
+    tenths of seconds; the pooled connections closed after."""
     monkeypatch.setattr(delivery.records, "RETRY_BASE_SECONDS", 0.1)
-    yield broker_url
-    installed.flush_all()
-    installed.close()
+    yield broker
     smtp.POOL.close_all()
-    reset_settings()
 
 
 @pytest.fixture
